@@ -1,0 +1,236 @@
+"""The `lsq-import` command: parse arguments, build the config, call the library, print, exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from importer import __version__
+from importer.errors import ExitStatus, ImporterError, UsageError
+
+log = logging.getLogger("importer")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one command; return its exit code. Never lets a traceback reach the user."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    env = dict(os.environ if environ is None else environ)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage or help
+        return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
+    handler = _setup_logging(args, err)
+    try:
+        return int(args.command(args, env, out, err))
+    except ImporterError as exc:
+        print(f"lsq-import: error: {exc}", file=err)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("lsq-import: interrupted before anything was sent", file=err)
+        return int(ExitStatus.INTERRUPTED)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the log file
+        log.debug("unexpected error", exc_info=True)
+        print(f"lsq-import: unexpected error ({type(exc).__name__}): {exc}. "
+              "Please report it with the output of --log-file.", file=err)
+        return int(ExitStatus.INPUT_ERROR)
+    finally:
+        _teardown_logging(handler)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsq-import",
+        description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
+        epilog="Exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or "
+               "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="validate a sheet and post its rows to LeadSquared")
+    _add_input_options(run)
+    _add_send_options(run)
+    run.set_defaults(command=_cmd_run)
+
+    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet offline; sends nothing")
+    _add_input_options(validate)
+    validate.set_defaults(command=_cmd_validate)
+
+    sandbox = commands.add_parser("sandbox", help="serve the local LeadSquared emulator")
+    sandbox.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
+    sandbox.add_argument("--rate-limit", default="25/5", help="the emulator's own limit, calls/seconds (default 25/5)")
+    _add_logging_options(sandbox)
+    sandbox.set_defaults(command=_cmd_sandbox)
+
+    demo = commands.add_parser("demo", help="import the sample data into an in-process sandbox")
+    demo.add_argument("--errors", type=Path, default=Path("activities.errors.xlsx"),
+                      help="where to write the error workbook (default ./activities.errors.xlsx)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_logging_options(demo)
+    demo.set_defaults(command=_cmd_demo)
+    return parser
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="the spreadsheet: .csv, .xlsx, .xlsm, .xls or .ods")
+    parser.add_argument("--mapping", "-m", type=Path, required=True, help="the mapping YAML file")
+    parser.add_argument("--sheet", help="workbook sheet to read (default: the first)")
+    parser.add_argument("--batch-size", type=int, default=25, help="activities per call, 1 to 25 (default 25)")
+    parser.add_argument("--errors", type=Path, help="error workbook path (default <input>.errors.xlsx beside the input)")
+    parser.add_argument("--summary-json", type=Path, help="also write the run's counts as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_logging_options(parser)
+
+
+def _add_send_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="API host, e.g. api-in21.leadsquared.com, or a URL (default: $LSQ_HOST)")
+    parser.add_argument("--rate-limit", default="25/5", help="at most N calls in S seconds, as N/S (default 25/5)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
+    parser.add_argument("--ca-bundle", help="CA certificate file for a TLS-inspecting corporate proxy")
+
+
+def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--log-file", type=Path, help="also write the log to this file")
+
+
+def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(err)]
+    if args.log_file:
+        handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    return handlers
+
+
+def _teardown_logging(handlers: list[logging.Handler]) -> None:
+    for handler in handlers:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _config(args: argparse.Namespace, **extra: object):
+    from importer.runner import ImportConfig
+
+    return ImportConfig(
+        input_path=args.input, mapping_path=args.mapping, sheet=args.sheet, batch_size=args.batch_size,
+        errors_path=args.errors, summary_json=args.summary_json, **extra,
+    )
+
+
+def _show_progress(args: argparse.Namespace, err: TextIO) -> bool:
+    return not args.no_progress and err.isatty()
+
+
+def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.client import HOST_ENV, Credentials
+    from importer.runner import run_import
+    from importer.throttle import RateLimit
+
+    host = args.host or env.get(HOST_ENV)
+    if not host:
+        raise UsageError("no host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    config = _config(
+        args, host=host, credentials=Credentials.from_env(env), rate_limit=RateLimit.parse(args.rate_limit),
+        timeout=(min(10.0, args.timeout), args.timeout), ca_bundle=args.ca_bundle,
+        progress=_show_progress(args, err),
+    )
+    result = run_import(config)
+    _print_summary(result, args.input, out)
+    if result.stop_reason:
+        print(f"lsq-import: error: {result.stop_reason}", file=err)
+    return int(result.exit_status)
+
+
+def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.runner import validate_file
+
+    result = validate_file(_config(args))
+    valid = result.rows_total - result.rows_failed
+    print(f"{args.input}: {result.rows_total} rows, {valid} valid, {result.rows_failed} invalid", file=out)
+    print(f"Would send {valid} activities in {result.calls} calls (nothing was sent)", file=out)
+    if result.error_report:
+        print(f"Error workbook: {result.error_report}", file=out)
+    return int(result.exit_status)
+
+
+def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.sandbox import Sandbox
+    from importer.throttle import RateLimit
+
+    limit = RateLimit.parse(args.rate_limit)
+    with Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port) as sandbox:
+        print(f"LeadSquared sandbox at {sandbox.url} (rate limit {limit}); Ctrl-C stops it.", file=out)
+        print(f"  export LSQ_HOST={sandbox.url}", file=out)
+        print(f"  export LSQ_ACCESS_KEY='{sandbox.access_key}' LSQ_SECRET_KEY='{sandbox.secret_key}'", file=out)
+        out.flush()
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("sandbox stopped", file=out)
+    return int(ExitStatus.OK)
+
+
+def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.client import Credentials
+    from importer.runner import ImportConfig, run_import
+    from importer.sandbox import Sandbox
+    from importer.throttle import RateLimit
+
+    sample = REPO_ROOT / "sample_data" / "activities.csv"
+    mapping = REPO_ROOT / "mappings" / "example.yaml"
+    if not sample.is_file() or not mapping.is_file():
+        raise UsageError(f"the demo needs the repository's sample_data/ and mappings/ (looked in {REPO_ROOT}); "
+                         "install from a clone with: pip install -e .")
+    with Sandbox(rate_limit=(25, 1.0)) as sandbox:
+        print(f"Sandbox running at {sandbox.url}; importing {sample.relative_to(REPO_ROOT)} "
+              f"with {mapping.relative_to(REPO_ROOT)}", file=out)
+        config = ImportConfig(
+            input_path=sample, mapping_path=mapping, host=sandbox.url,
+            credentials=Credentials(sandbox.access_key, sandbox.secret_key), rate_limit=RateLimit(25, 1.0),
+            errors_path=args.errors, progress=_show_progress(args, err),
+        )
+        result = run_import(config)
+        stored = len(sandbox.activities())
+    _print_summary(result, sample, out)
+    print(f"The sandbox now holds {stored} activities.", file=out)
+    if result.error_report:
+        print("Open the error workbook to see each failed row, the reason, and the cell to fix.", file=out)
+    return int(ExitStatus.OK if result.exit_status in {ExitStatus.OK, ExitStatus.ROWS_FAILED} else result.exit_status)
+
+
+def _print_summary(result, input_path: Path, out: TextIO) -> None:
+    by_stage: dict[str, int] = {}
+    for _row, stage in {(e.source_row, e.stage.value) for e in result.errors}:
+        by_stage[stage] = by_stage.get(stage, 0) + 1
+    lines = [
+        f"{input_path}: {result.rows_total} rows",
+        f"  posted    {result.rows_posted:>7}",
+        f"  skipped   {result.rows_skipped:>7}  (already posted by an earlier run)" if result.rows_skipped else None,
+        f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
+        f"rejected by LeadSquared {by_stage.get('api', 0)})",
+        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown: check before re-sending)" if result.rows_unknown else None,
+        f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
+        f"Calls: {result.calls} (throttled {result.throttled}, retries {result.retries}) in {result.elapsed_s:.1f} s",
+        f"Error workbook: {result.error_report}" if result.error_report else "No errors: no error workbook written.",
+    ]
+    print("\n".join(line for line in lines if line is not None), file=out)

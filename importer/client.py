@@ -1,0 +1,284 @@
+"""The LeadSquared HTTP client: one pooled session, keys in headers, every reply read into rows.
+
+`read_reply` turns any status and body CONTRACT.md describes into one `Reply`; it never guesses
+which rows were created when a body does not say.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from importer import __version__
+from importer.errors import ApiUnusableError, UsageError
+from importer.records import ActivityBody
+
+log = logging.getLogger(__name__)
+
+BULK_ADD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"
+WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
+ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
+SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
+HOST_ENV = "LSQ_HOST"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """API keys; never printed: the repr hides them, so logs and tracebacks cannot leak them."""
+
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> Credentials:
+        missing = [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()]
+        if missing:
+            raise UsageError(
+                f"{' and '.join(missing)} not set: export your LeadSquared API keys "
+                "(Settings > API and Webhooks > API Access Keys) in the environment"
+            )
+        return cls(environ[ACCESS_KEY_ENV].strip(), environ[SECRET_KEY_ENV].strip())
+
+    def headers(self) -> dict[str, str]:
+        return {"x-LSQ-AccessKey": self.access_key, "x-LSQ-SecretKey": self.secret_key}
+
+
+def base_url(host: str) -> str:
+    """'api-in21.leadsquared.com' -> https://...; a URL is kept; plain http only on loopback."""
+    text = host.strip().rstrip("/")
+    if not text:
+        raise UsageError("no host given: use --host (e.g. api-in21.leadsquared.com) or LSQ_HOST")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise UsageError(f"--host '{host}' is not a host name or an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"--host '{host}': plain http is allowed only for a local sandbox (127.0.0.1, localhost); "
+            "the API keys would travel in clear text. Use https://"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+class Outcome(str, Enum):
+    POSTED = "posted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RowResult:
+    outcome: Outcome
+    message: str | None = None
+    activity_id: str | None = None
+
+
+class ReplyKind(str, Enum):
+    ROWS = "rows"  # each row has an outcome (posted, failed or unknown)
+    THROTTLED = "throttled"  # 429: nothing created, send again after the window
+    RETRY = "retry"  # never reached the server (connection refused): safe to send again
+    AUTH = "auth"  # 401: stop the run
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: ReplyKind
+    rows: tuple[RowResult, ...] = ()
+    message: str = ""
+    retry_after: float | None = None
+
+    @classmethod
+    def all_rows(cls, count: int, outcome: Outcome, message: str | None = None) -> Reply:
+        return cls(ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)))
+
+
+UNKNOWN_ADVICE = "check the opportunity in LeadSquared before sending it again"
+
+
+def read_reply(status: int, body: str, count: int, headers: dict[str, str] | None = None) -> Reply:
+    """Read one bulk-add reply for a call of `count` activities."""
+    data = _json_or_none(body)
+    error = _mx_error(data)
+    if status == 200:
+        return _read_success(data, count)
+    if status == 401:
+        return Reply(ReplyKind.AUTH, message=error or "401 Unauthorized: check LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
+    if status == 429:
+        return Reply(ReplyKind.THROTTLED, message=error or "429", retry_after=_retry_after(headers or {}))
+    if error is not None:
+        # An MX...Exception body is LeadSquared rejecting the input: nothing created, retrying cannot help.
+        return Reply.all_rows(count, Outcome.FAILED, error)
+    if 400 <= status < 500:
+        return Reply.all_rows(count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}")
+    return Reply.all_rows(count, Outcome.UNKNOWN, f"HTTP {status} without an explanation; {UNKNOWN_ADVICE}")
+
+
+def _read_success(data: Any, count: int) -> Reply:
+    if isinstance(data, dict) and str(data.get("Status", "")).lower() == "error":
+        return Reply.all_rows(count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error")
+    rows = data.get("Response") if isinstance(data, dict) else data
+    if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
+        return _read_row_results(rows, count)
+    message = data.get("Message") if isinstance(data, dict) else None
+    if isinstance(message, dict) and "Count" in message:
+        return _read_count(message["Count"], count)
+    if isinstance(message, dict) and message.get("Id") and count == 1:
+        return Reply(ReplyKind.ROWS, (RowResult(Outcome.POSTED, None, str(message["Id"])),))
+    return Reply.all_rows(count, Outcome.UNKNOWN, f"unreadable success reply; {UNKNOWN_ADVICE}")
+
+
+def _read_row_results(rows: list[dict[str, Any]], count: int) -> Reply:
+    by_number: dict[int, RowResult] = {}
+    for position, row in enumerate(rows, start=1):
+        number = row.get("RowNumber", position)
+        if not isinstance(number, int) or isinstance(number, bool):
+            number = position
+        created = row.get("ActivityCreated")
+        activity_id = row.get("ProspectActivityId") or row.get("Id")
+        if created is True or (created is None and activity_id):
+            by_number[number] = RowResult(Outcome.POSTED, None, str(activity_id) if activity_id else None)
+        elif created is False:
+            by_number[number] = RowResult(Outcome.FAILED, str(row.get("ExceptionMessage") or "not created"))
+    missing = RowResult(Outcome.UNKNOWN, f"the reply did not mention this row; {UNKNOWN_ADVICE}")
+    return Reply(ReplyKind.ROWS, tuple(by_number.get(n, missing) for n in range(1, count + 1)))
+
+
+def _read_count(created: Any, count: int) -> Reply:
+    if isinstance(created, int) and created == count:
+        return Reply.all_rows(count, Outcome.POSTED)
+    return Reply.all_rows(
+        count, Outcome.UNKNOWN, f"LeadSquared reported {created} of {count} created without saying which; {UNKNOWN_ADVICE}"
+    )
+
+
+def _json_or_none(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _mx_error(data: Any) -> str | None:
+    if isinstance(data, dict) and str(data.get("ExceptionType", "")).startswith("MX"):
+        return f"{data['ExceptionType']}: {data.get('ExceptionMessage') or ''}".strip()
+    return None
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _snippet(body: str, limit: int = 200) -> str:
+    text = " ".join(body.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+class LsqClient:
+    """Talks to one LeadSquared host with one pooled session."""
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials,
+        *,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        ca_bundle: str | None = None,
+    ) -> None:
+        self.base_url = base_url(host)
+        self._credentials = credentials
+        self._session = session or requests.Session()
+        self._session.headers.update({"User-Agent": f"lsq-import/{__version__}"})
+        self._timeout = timeout
+        self._verify: str | bool = ca_bundle or True
+
+    def close(self) -> None:
+        self._session.close()
+
+    def post_activities(self, opportunity_id: str, activities: list[ActivityBody]) -> Reply:
+        """Post one batch; transport failures become RETRY (never sent) or UNKNOWN rows."""
+        count = len(activities)
+        try:
+            response = self._session.post(
+                self.base_url + BULK_ADD_PATH,
+                params={"opportunityId": opportunity_id},
+                data=json.dumps(activities, ensure_ascii=False).encode("utf-8"),
+                headers={**self._credentials.headers(), "Content-Type": "application/json"},
+                timeout=self._timeout,
+                verify=self._verify,
+            )
+        except requests.exceptions.SSLError:
+            raise ApiUnusableError(self._tls_message()) from None
+        except requests.exceptions.ConnectTimeout:
+            return Reply(ReplyKind.RETRY, message=f"could not connect to {self.base_url} (timed out)")
+        except requests.exceptions.ConnectionError as exc:
+            if _never_sent(exc):
+                return Reply(ReplyKind.RETRY, message=f"could not connect to {self.base_url}")
+            return Reply.all_rows(count, Outcome.UNKNOWN, f"the connection dropped before LeadSquared answered; {UNKNOWN_ADVICE}")
+        except requests.exceptions.Timeout:
+            return Reply.all_rows(count, Outcome.UNKNOWN, f"no answer within {self._timeout[1]:g} s; {UNKNOWN_ADVICE}")
+        except requests.exceptions.RequestException as exc:
+            log.debug("request failed: %s", type(exc).__name__)
+            return Reply.all_rows(count, Outcome.UNKNOWN, f"the request failed ({type(exc).__name__}); {UNKNOWN_ADVICE}")
+        return read_reply(response.status_code, response.text, count, dict(response.headers))
+
+    def who_am_i(self) -> dict[str, Any]:
+        """GET UserByAccessKey.Get: a cheap credentials check; raises ApiUnusableError."""
+        try:
+            response = self._session.get(
+                self.base_url + WHO_AM_I_PATH,
+                headers=self._credentials.headers(),
+                timeout=self._timeout,
+                verify=self._verify,
+            )
+        except requests.exceptions.SSLError:
+            raise ApiUnusableError(self._tls_message()) from None
+        except requests.exceptions.RequestException as exc:
+            raise ApiUnusableError(f"cannot reach {self.base_url} ({type(exc).__name__})") from None
+        if response.status_code == 401:
+            raise ApiUnusableError(f"{self.base_url} refused the keys: {_mx_error(_json_or_none(response.text)) or '401'}")
+        data = _json_or_none(response.text)
+        if response.status_code != 200 or not isinstance(data, dict):
+            raise ApiUnusableError(f"{self.base_url} answered HTTP {response.status_code}: {_snippet(response.text)}")
+        return data
+
+    def _tls_message(self) -> str:
+        return (
+            f"TLS verification of {self.base_url} failed; if a corporate proxy re-signs traffic, "
+            "pass its certificate with --ca-bundle"
+        )
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection was refused or never opened, so no byte of the request left."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+            return True
+        if isinstance(cause, urllib3.exceptions.MaxRetryError):
+            cause = cause.reason
+            continue
+        cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+    return False

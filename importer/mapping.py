@@ -1,0 +1,275 @@
+"""The mapping file: which spreadsheet column feeds which part of an activity.
+
+A mapping is YAML checked against a typed model, so a typo is one clear message naming the file
+and the key, before any row is read or sent.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from importer.errors import MappingError
+
+FieldType = Literal["text", "number", "date", "datetime", "boolean"]
+SchemaName = Annotated[str, Field(pattern=r"^mx_Custom_([1-9]|[1-4][0-9]|50)$")]
+Scalar = str | int | float | bool
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_MAX_MAPPING_BYTES = 1_000_000  # a mapping is a page of YAML; anything larger is a mistake
+
+
+class _Source(BaseModel):
+    """Where a target's value comes from: one column of the sheet, or a constant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str | None = None
+    value: Scalar | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _Source:
+        given = [name for name in self._source_keys() if getattr(self, name) is not None]
+        if len(given) != 1:
+            keys = " or ".join(self._source_keys())
+            raise ValueError(f"give exactly one of {keys} (got {len(given) or 'none'})")
+        if self.column is not None and not self.column.strip():
+            raise ValueError("column must name a header, not be blank")
+        return self
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        return ("column", "value")
+
+    def columns(self) -> list[str]:
+        """The sheet columns this source reads."""
+        return [self.column.strip()] if self.column is not None else []
+
+
+class EventSource(_Source):
+    value: int | None = None  # type: ignore[assignment]
+
+
+class TextSource(_Source):
+    pass
+
+
+class NoteSource(_Source):
+    template: str | None = None
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        return ("column", "value", "template")
+
+    def columns(self) -> list[str]:
+        if self.template is None:
+            return super().columns()
+        return [name.strip() for name in template_placeholders(self.template)]
+
+
+def _check_timezone(name: str | None) -> str | None:
+    if name is not None:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (use an IANA name like 'Asia/Kolkata')") from None
+    return name
+
+
+def _check_format(fmt: str | None) -> str | None:
+    if fmt is not None and "%" not in fmt:
+        raise ValueError(f"format {fmt!r} has no strptime directive (like '%d/%m/%Y')")
+    return fmt
+
+
+class DateTimeSource(_Source):
+    format: str | None = None
+    timezone: str | None = None
+
+    _tz = field_validator("timezone")(_check_timezone)
+    _fmt = field_validator("format")(_check_format)
+
+
+class FieldSource(_Source):
+    type: FieldType = "text"
+    format: str | None = None
+    timezone: str | None = None
+    required: StrictBool = False
+    default: Scalar | None = None
+
+    _tz = field_validator("timezone")(_check_timezone)
+    _fmt = field_validator("format")(_check_format)
+
+
+class Mapping(BaseModel):
+    """A validated mapping file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    activity_event: EventSource
+    opportunity_id: TextSource
+    owner_email: TextSource
+    note: NoteSource | None = None
+    activity_datetime: DateTimeSource | None = None
+    skip_dropdown_validation: StrictBool = False
+    fields: dict[SchemaName, FieldSource] = Field(default_factory=dict)
+
+    def targets(self) -> Iterator[tuple[str, _Source]]:
+        """Every (key, source) pair, with custom fields as `fields.<SchemaName>`."""
+        for key in ("activity_event", "opportunity_id", "owner_email", "note", "activity_datetime"):
+            source = getattr(self, key)
+            if source is not None:
+                yield key, source
+        for schema_name, source in self.fields.items():
+            yield f"fields.{schema_name}", source
+
+    def column_for(self, key: str) -> str | None:
+        """The single column a target reads, if it reads exactly one."""
+        for name, source in self.targets():
+            if name == key:
+                columns = source.columns()
+                return columns[0] if len(columns) == 1 else None
+        return None
+
+
+def template_placeholders(template: str) -> list[str]:
+    """Column names named in a note template; `{{` and `}}` are literal braces."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) is not None]
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """Fill a note template with the row's (already trimmed) values."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return match.group(0)[0] if name is None else values[name.strip()]
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses anchors and aliases, so an alias bomb is never expanded."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            mark = event.start_mark
+            raise yaml.YAMLError(
+                f"line {mark.line + 1}, column {mark.column + 1}: YAML aliases (*name) are not "
+                "allowed in a mapping file; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read and validate a mapping file; any problem is a MappingError naming file and key."""
+    path = Path(path)
+    data = _read_yaml(path)
+    if data is None or data == {}:
+        raise MappingError(path, "the mapping is empty; see mappings/example.yaml for every key")
+    if not isinstance(data, dict):
+        raise MappingError(path, f"expected a YAML mapping of keys, got {type(data).__name__}")
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        raise MappingError(path, _describe(exc)) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        if path.stat().st_size > _MAX_MAPPING_BYTES:
+            raise MappingError(path, "the file is too large to be a mapping")
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise MappingError(path, "no such mapping file") from None
+    except IsADirectoryError:
+        raise MappingError(path, "is a folder, not a mapping file") from None
+    except UnicodeDecodeError:
+        raise MappingError(path, "is not UTF-8 text") from None
+    except OSError as exc:
+        raise MappingError(path, f"cannot be read ({exc.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise MappingError(path, f"{where}invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(path, str(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One readable line per problem, each naming the key as a dotted path."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        if error["type"] == "extra_forbidden":
+            key = ".".join(loc)
+            lines.append(f"unknown key '{key}'{_suggest_key(loc)}")
+        elif error["type"] == "missing":
+            lines.append(f"missing key '{'.'.join(loc)}'")
+        elif error["type"] == "string_pattern_mismatch" and loc[:1] == ["fields"]:
+            lines.append(
+                f"'{'.'.join(loc[:2])}': custom activity fields are named mx_Custom_1 to mx_Custom_50"
+            )
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"'{'.'.join(loc)}': {message}" if loc else message)
+    return "; ".join(dict.fromkeys(lines))
+
+
+_KNOWN_KEYS = {
+    "top": list(Mapping.model_fields),
+    "fields": list(FieldSource.model_fields),
+    "activity_datetime": list(DateTimeSource.model_fields),
+    "note": list(NoteSource.model_fields),
+}
+
+
+def _suggest_key(loc: list[str]) -> str:
+    if len(loc) == 1:
+        known = _KNOWN_KEYS["top"]
+    elif loc[0] == "fields":
+        known = _KNOWN_KEYS["fields"]
+    else:
+        known = _KNOWN_KEYS.get(loc[0], ["column", "value"])
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f" ({hint}allowed: {', '.join(known)})"
+
+
+def check_columns(mapping: Mapping, headers: list[str], mapping_path: str | Path) -> None:
+    """Every column the mapping names must be a header of the sheet."""
+    present = set(headers)
+    problems = []
+    for key, source in mapping.targets():
+        for column in source.columns():
+            if column not in present:
+                problems.append(f"'{key}' names column '{column}', which the sheet lacks{_closest(column, headers)}")
+    if problems:
+        raise MappingError(mapping_path, "; ".join(problems))
+
+
+def _closest(column: str, headers: list[str]) -> str:
+    folded = {h.casefold().replace(" ", ""): h for h in headers}
+    exact = folded.get(column.casefold().replace(" ", ""))
+    close = [exact] if exact else difflib.get_close_matches(column, headers, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (headers: {', '.join(headers[:12])}{', ...' if len(headers) > 12 else ''})"
+

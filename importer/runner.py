@@ -1,0 +1,231 @@
+"""`run_import(config)`: the whole import as one call, usable from Python without the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+from importer.client import Credentials, LsqClient
+from importer.errors import ExitStatus, OutputError, UsageError
+from importer.loader import load_sheet
+from importer.mapping import Mapping, check_columns, load_mapping
+from importer.planner import MAX_BATCH, Batch, plan_batches
+from importer.records import RowError, Sheet, Stage
+from importer.report import check_writable, write_error_workbook
+from importer.sender import Sender, SendReport
+from importer.throttle import RateLimit, RateLimiter
+from importer.validate import Validated, validate_sheet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportConfig:
+    """Everything one import needs; the CLI builds it from arguments and the environment."""
+
+    input_path: Path
+    mapping_path: Path
+    host: str | None = None
+    credentials: Credentials | None = field(default=None, repr=False)
+    sheet: str | None = None
+    batch_size: int = MAX_BATCH
+    rate_limit: RateLimit = field(default_factory=lambda: RateLimit(25, 5.0))
+    errors_path: Path | None = None  # default: <input stem>.errors.xlsx beside the input
+    summary_json: Path | None = None
+    progress: bool = False
+    timeout: tuple[float, float] = (10.0, 60.0)
+    ca_bundle: str | None = None
+    max_attempts: int = 8
+    session: requests.Session | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.input_path = Path(self.input_path)
+        self.mapping_path = Path(self.mapping_path)
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+
+    @property
+    def error_report_path(self) -> Path:
+        if self.errors_path is not None:
+            return Path(self.errors_path)
+        return self.input_path.with_name(f"{self.input_path.stem}.errors.xlsx")
+
+
+@dataclass
+class ImportResult:
+    """What a run did; `summary()` is what --summary-json writes."""
+
+    rows_total: int = 0
+    rows_posted: int = 0
+    rows_failed: int = 0  # rejected by validation or by LeadSquared
+    rows_unknown: int = 0  # sent, but whether they were created is not known
+    rows_not_sent: int = 0  # valid, but the run stopped before sending them
+    rows_skipped: int = 0  # already posted by an earlier run
+    calls: int = 0
+    throttled: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+    error_report: Path | None = None
+    stop_reason: str | None = None
+    interrupted: bool = False
+    errors: list[RowError] = field(default_factory=list, repr=False)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.interrupted:
+            return ExitStatus.INTERRUPTED
+        if self.stop_reason:
+            return ExitStatus.API_UNUSABLE
+        if self.rows_failed or self.rows_unknown or self.rows_not_sent:
+            return ExitStatus.ROWS_FAILED
+        return ExitStatus.OK
+
+    def summary(self) -> dict[str, object]:
+        keys = ("rows_total", "rows_posted", "rows_failed", "rows_unknown", "rows_not_sent", "rows_skipped",
+                "calls", "throttled", "retries")
+        data: dict[str, object] = {key: getattr(self, key) for key in keys}
+        data["elapsed_s"] = round(self.elapsed_s, 3)
+        data["error_report"] = str(self.error_report) if self.error_report else None
+        data["stop_reason"] = self.stop_reason
+        data["exit_code"] = int(self.exit_status)
+        return data
+
+
+@dataclass
+class Prepared:
+    """The input read, checked and planned: everything decided before the network is touched."""
+
+    sheet: Sheet
+    mapping: Mapping
+    validated: Validated
+    batches: list[Batch]
+
+
+def prepare(config: ImportConfig) -> Prepared:
+    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing."""
+    mapping = load_mapping(config.mapping_path)
+    sheet = load_sheet(config.input_path, config.sheet)
+    for note in sheet.notes:
+        log.warning("%s: %s", config.input_path, note)
+    check_columns(mapping, sheet.headers, config.mapping_path)
+    validated = validate_sheet(sheet, mapping, config.mapping_path)
+    return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
+
+
+def validate_file(config: ImportConfig) -> ImportResult:
+    """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
+    started = time.monotonic()
+    prepared = prepare(config)
+    result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches))
+    result.errors = prepared.validated.errors
+    result.rows_failed = len(prepared.validated.failed_rows)
+    _finish(config, prepared.sheet, result, started)
+    return result
+
+
+def run_import(config: ImportConfig) -> ImportResult:
+    """Validate, plan, send under the rate limit, and report every row that did not arrive."""
+    started = time.monotonic()
+    prepared = prepare(config)
+    if config.credentials is None:
+        raise UsageError("no API keys: set LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
+    if not config.host:
+        raise UsageError("no host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST")
+    check_writable(config.error_report_path)
+    if config.summary_json is not None:
+        check_writable(config.summary_json)
+    client = LsqClient(config.host, config.credentials, session=config.session,
+                       timeout=config.timeout, ca_bundle=config.ca_bundle)
+    try:
+        report = _send(config, prepared, client)
+    finally:
+        if config.session is None:
+            client.close()
+    result = _result_of(prepared, report)
+    _finish(config, prepared.sheet, result, started)
+    return result
+
+
+def _send(config: ImportConfig, prepared: Prepared, client: LsqClient) -> SendReport:
+    limiter = RateLimiter(config.rate_limit)
+    with tqdm(total=len(prepared.batches), unit="call", disable=not config.progress, leave=False) as bar:
+        sender = Sender(client, limiter, max_attempts=config.max_attempts,
+                        column_of=_column_finder(prepared.mapping), on_batch_done=lambda batch: bar.update())
+        return sender.send(prepared.batches)
+
+
+def _result_of(prepared: Prepared, report: SendReport) -> ImportResult:
+    errors = prepared.validated.errors + report.errors
+    result = ImportResult(
+        rows_total=len(prepared.sheet),
+        rows_posted=len(report.posted),
+        rows_failed=len(prepared.validated.failed_rows) + report.count(Stage.API),
+        rows_unknown=report.count(Stage.UNKNOWN),
+        rows_not_sent=report.count(Stage.NOT_SENT),
+        calls=report.calls,
+        throttled=report.throttled,
+        retries=report.retries,
+        stop_reason=None if report.interrupted else report.stop_reason,
+        interrupted=report.interrupted,
+    )
+    result.errors = errors
+    return result
+
+
+def _finish(config: ImportConfig, sheet: Sheet, result: ImportResult, started: float) -> None:
+    if result.errors:
+        result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
+    result.elapsed_s = time.monotonic() - started
+    if config.summary_json is not None:
+        write_json_atomically(config.summary_json, result.summary())
+
+
+def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:
+    """Map an API message to the spreadsheet column it is about, so the cell can be highlighted."""
+    by_name: dict[str, str] = {}
+    for key, source in mapping.targets():
+        columns = source.columns()
+        if len(columns) == 1:
+            by_name[key.removeprefix("fields.")] = columns[0]
+    aliases = {"ActivityOwnerEmail": "owner_email", "ActivityDateTime": "activity_datetime",
+               "ActivityNote": "note", "ActivityEvent": "activity_event"}
+    for api_name, key in aliases.items():
+        if key in by_name:
+            by_name[api_name] = by_name[key]
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(by_name, key=len, reverse=True))) + r")\b") if by_name else None
+
+    def column_of(message: str) -> str | None:
+        match = pattern.search(message) if pattern else None
+        if match:
+            return by_name[match.group(1)]
+        if "owner" in message.lower() and "owner_email" in by_name:
+            return by_name["owner_email"]
+        return None
+
+    return column_of
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Write JSON to a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    temp: str | None = None
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
