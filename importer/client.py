@@ -53,7 +53,7 @@ class Credentials:
 
 def base_url(host: str) -> str:
     """'api-in21.leadsquared.com' -> https://...; a URL is kept; plain http only on loopback."""
-    text = host.strip().rstrip("/")
+    text = host.strip()
     if not text:
         raise UsageError("no host given: use --host (e.g. api-in21.leadsquared.com) or LSQ_HOST")
     if "://" not in text:
