@@ -83,7 +83,9 @@ class Sender:
                 # The request may have left: its rows are unknown, never "not sent".
                 unknown = Reply.all_rows(len(batch), Outcome.UNKNOWN, f"interrupted while sending; {UNKNOWN_ADVICE}")
                 self._record_rows(batch, unknown, report)
-                raise
+                report.interrupted = True
+                report.stop_reason = "interrupted (Ctrl-C)"
+                return
             if reply.kind is ReplyKind.ROWS:
                 self._record_rows(batch, reply, report)
                 return

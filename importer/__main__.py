@@ -1,0 +1,5 @@
+"""`python -m importer` runs the CLI."""
+
+from importer.cli import entrypoint
+
+entrypoint()
