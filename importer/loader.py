@@ -1,0 +1,495 @@
+"""Read a CSV file or one sheet of a workbook as the text a user sees in the spreadsheet.
+
+Every cell becomes a `str` ('' when empty); nothing is parsed into numbers or dates here, so
+`00123` stays `00123` and `NA` stays `NA`. Rows keep the number the spreadsheet shows them on.
+
+How a workbook cell becomes text (what Excel shows in the formula bar):
+- integral numbers without a decimal point (`12`, `123457000000000000`); other numbers with at
+  most 15 significant digits, Excel's precision (`0.1 + 0.2` is `0.3`), written out in full
+  between 1e-9 and 1e21 and as `1.5E-12` outside that range;
+- TRUE/FALSE; dates `YYYY-MM-DD`; date-times `YYYY-MM-DD HH:MM:SS` rounded to the second, or
+  `YYYY-MM-DD` when the time is exactly midnight; times `HH:MM:SS`; durations `H:MM:SS` (`26:03:00`);
+- formulas give their last computed value; error cells (`#N/A`, `#DIV/0!`) read as '' because
+  python-calamine does not report them; merged cells have their value in the top-left cell only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gc
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import python_calamine as calamine
+
+from importer.errors import InputFileError
+from importer.records import Sheet
+
+WORKBOOK_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
+TEXT_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
+DELIMITERS = (",", ";", "\t")
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls, and what Excel wraps an encrypted .xlsx in
+_CHUNK_BYTES = 1 << 20
+_SAMPLE_CHARS = 1 << 16  # enough text to see the header and the delimiter
+_SAMPLE_RECORDS = 50
+_HEADER_EDGES = re.compile(r"^[\s\u200b-\u200d\u2060\ufeff]+|[\s\u200b-\u200d\u2060\ufeff]+$")
+_PANDAS_TOO_MANY = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_PANDAS_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+_ONE_SECOND = timedelta(seconds=1)
+
+
+@dataclass
+class _Grid:
+    """Cells as read, before the headers are checked; `body` has positional columns."""
+
+    header: list[str]
+    body: pd.DataFrame
+    first_row: int  # the sheet row number of body row 0
+    sheet_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_sheet(path: str | Path, sheet: str | None = None) -> Sheet:
+    """Read a CSV file or a workbook sheet (the first visible one by default) as text."""
+    path = Path(path)
+    if _is_workbook(path):
+        grid = _read_workbook(path, sheet)
+    else:
+        grid = _read_text(path)
+        if sheet is not None:
+            grid.notes.append(f"a text file has a single sheet: the sheet name {sheet!r} was ignored")
+    return _to_sheet(path, grid)
+
+
+def _is_workbook(path: Path) -> bool:
+    """Decide by the extension; sniff the first bytes when it is unknown."""
+    head = _head(path, len(_OLE_MAGIC))
+    suffix = path.suffix.lower()
+    if suffix in WORKBOOK_SUFFIXES:
+        return True
+    looks_like_workbook = head.startswith((_ZIP_MAGIC, _OLE_MAGIC))
+    if suffix in TEXT_SUFFIXES and looks_like_workbook:
+        raise InputFileError(
+            path, f"this is an Excel workbook saved with a {suffix} name: rename it to .xlsx"
+        )
+    return looks_like_workbook
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first bytes of the file; also where a missing or unreadable file is reported."""
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except FileNotFoundError:
+        raise InputFileError(path, "the file does not exist") from None
+    except IsADirectoryError:
+        raise InputFileError(path, "this is a folder, not a file") from None
+    except OSError as exc:
+        raise InputFileError(path, f"the file cannot be read: {exc.strerror or exc}") from None
+
+
+# --- CSV and other delimited text ------------------------------------------------------------
+
+
+def _read_text(path: Path) -> _Grid:
+    """Parse delimited text with pandas' C parser, every value kept as the text in the file."""
+    encoding, sample, complete, notes = _sniff_encoding(path)
+    delimiter = _sniff_delimiter(sample, complete, prefer_tab=path.suffix.lower() == ".tsv")
+    records = _sample_records(sample, complete, delimiter) or []
+    header_at = _first_filled(records)
+    if header_at is None:
+        if complete:
+            raise InputFileError(path, "the file is empty")
+        raise InputFileError(path, f"no header row in the first {_SAMPLE_CHARS} characters")
+    header = records[header_at]
+    frame = _parse_csv(path, encoding, delimiter, skip=header_at, width=len(header))
+    return _Grid(header, frame.iloc[1:], first_row=header_at + 2, notes=notes)
+
+
+def _sniff_encoding(path: Path) -> tuple[str, str, bool, list[str]]:
+    """Pick the encoding (BOM, else strict UTF-8, else cp1252) by decoding the whole file once."""
+    head = _head(path, 4)
+    if head.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8"
+    try:
+        return (encoding, *_scan(path, encoding), [])
+    except _UndecodableError as exc:
+        if encoding != "utf-8":
+            name = "UTF-16" if encoding == "utf-16" else "UTF-8"
+            raise InputFileError(
+                path, f"line {exc.line}: the file starts with a {name} mark but is not {name} text"
+            ) from None
+        first_bad_line = exc.line
+    try:
+        sample, complete = _scan(path, "cp1252")
+    except _UndecodableError as exc:
+        raise InputFileError(
+            path,
+            f"line {exc.line}: the text is neither UTF-8 nor Windows-1252; save it from Excel as 'CSV UTF-8'",
+        ) from None
+    note = (
+        f"{path.name} is not UTF-8 (first at line {first_bad_line}), so it was read as "
+        "Windows-1252 (cp1252); if accented letters look wrong, save it as 'CSV UTF-8'"
+    )
+    return "cp1252", sample, complete, [note]
+
+
+class _UndecodableError(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _scan(path: Path, encoding: str) -> tuple[str, bool]:
+    """Decode the file strictly in chunks: the first characters, and whether that is all of it."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    check_nul = not encoding.startswith("utf-16")
+    parts: list[str] = []
+    sampled = total = offset = 0
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK_BYTES):
+            if check_nul and b"\0" in chunk:
+                line = _line_at(path, offset + chunk.index(b"\0"))
+                raise InputFileError(
+                    path,
+                    f"line {line} holds a NUL byte: this is a binary file, not CSV "
+                    "(or UTF-16 text without a byte order mark)",
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise _UndecodableError(_line_at(path, offset - pending + exc.start)) from None
+            offset += len(chunk)
+            total += len(text)
+            if sampled < _SAMPLE_CHARS:
+                parts.append(text[: _SAMPLE_CHARS - sampled])
+                sampled += len(parts[-1])
+        try:
+            total += len(decoder.decode(b"", final=True))
+        except UnicodeDecodeError:
+            raise _UndecodableError(_line_at(path, offset)) from None
+    return "".join(parts), total <= _SAMPLE_CHARS
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The 1-based line holding byte `offset` (only used to word an error)."""
+    with path.open("rb") as file:
+        return file.read(offset).count(b"\n") + 1
+
+
+def _sample_records(
+    sample: str, complete: bool, delimiter: str, *, strict: bool = False
+) -> list[list[str]] | None:
+    """The sample's records as the csv module splits them, without a cut-off last one.
+
+    None when the csv module rejects the text; with `strict`, also when a closing quote is not
+    followed by this delimiter, which is how a quoted file shows its real delimiter.
+    """
+    stream = io.StringIO(sample, newline="")
+    records: list[list[str]] = []
+    try:
+        records.extend(csv.reader(stream, delimiter=delimiter, strict=strict))
+    except csv.Error:
+        if complete or stream.tell() < len(sample):
+            return None
+        return records  # the sample ends inside a quoted cell: that record was not kept
+    return records if complete else records[:-1]
+
+
+def _sniff_delimiter(sample: str, complete: bool, *, prefer_tab: bool) -> str:
+    """The delimiter that quotes fit and that splits the rows like the header, into most cells."""
+    candidates = ("\t", ",", ";") if prefer_tab else DELIMITERS
+    best, best_score = ",", (False, 0.0, 1)
+    for delimiter in candidates:
+        strict = _sample_records(sample, complete, delimiter, strict=True)
+        records = strict if strict is not None else _sample_records(sample, complete, delimiter)
+        records = [record for record in records or [] if not _blank_record(record)]
+        if not records or len(records[0]) < 2:
+            continue
+        width, rows = len(records[0]), records[1:_SAMPLE_RECORDS]
+        consistency = sum(len(row) == width for row in rows) / len(rows) if rows else 1.0
+        score = (strict is not None, consistency, width)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _first_filled(rows: list[list[str]]) -> int | None:
+    """The index of the first row that is not blank: the header row."""
+    return next((i for i, row in enumerate(rows) if not _blank_record(row)), None)
+
+
+def _blank_record(record: list[str]) -> bool:
+    return not "".join(record).strip()
+
+
+def _parse_csv(path: Path, encoding: str, delimiter: str, *, skip: int, width: int) -> pd.DataFrame:
+    """All records from the header on, as `width` text columns; longer records are an error."""
+    try:
+        with path.open("rb") as file:
+            return pd.read_csv(
+                file,
+                sep=delimiter,
+                encoding=encoding,
+                header=None,
+                names=list(range(width)),
+                index_col=False,
+                skiprows=skip,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                quotechar='"',
+                engine="c",
+            )
+    except pd.errors.ParserError as exc:
+        raise InputFileError(path, _parser_problem(str(exc))) from None
+    except (ValueError, OSError) as exc:  # ValueError covers UnicodeDecodeError
+        raise InputFileError(path, f"the file cannot be read as CSV: {exc}") from None
+
+
+def _parser_problem(message: str) -> str:
+    """Reword a pandas tokenizer error in the row numbers Excel shows.
+
+    pandas counts records (a quoted line break does not start one) from the top of the file,
+    skipped rows included, which is how Excel numbers rows.
+    """
+    if match := _PANDAS_TOO_MANY.search(message):
+        expected, line, seen = (int(group) for group in match.groups())
+        return f"row {line} has {seen} cells but the header has {expected}"
+    if match := _PANDAS_OPEN_QUOTE.search(message):  # this one counts from 0
+        row = int(match.group(1)) + 1
+        return f'row {row}: a quoted cell is never closed (a " without its closing ")'
+    return f"the file cannot be read as CSV: {message}"
+
+
+# --- Workbooks -----------------------------------------------------------------------------------
+
+
+def _read_workbook(path: Path, wanted: str | None) -> _Grid:
+    """Read one sheet with python-calamine and turn every cell into the text Excel shows."""
+    with _gc_paused():
+        name, notes, cells = _sheet_cells(path, wanted)
+        rows = [[value if type(value) is str else _cell_text(value) for value in row] for row in cells]
+    header_at = _first_filled(rows)
+    if header_at is None:
+        raise InputFileError(path, f"the sheet {name!r} is empty")
+    body = pd.DataFrame(rows[header_at + 1 :], columns=range(len(rows[0])), dtype=str)
+    return _Grid(rows[header_at], body, first_row=header_at + 2, sheet_name=name, notes=notes)
+
+
+def _sheet_cells(path: Path, wanted: str | None) -> tuple[str, list[str], list[list[Any]]]:
+    """The sheet's name, notes about the choice, and its cells from A1 (so indexes are positions)."""
+    try:
+        with calamine.CalamineWorkbook.from_path(path) as book:
+            name, notes = _pick_sheet(path, book, wanted)
+            return name, notes, book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+    except calamine.PasswordError:
+        raise InputFileError(path, _ENCRYPTED_PROBLEM) from None
+    except (calamine.CalamineError, OSError, ValueError) as exc:
+        raise InputFileError(path, _workbook_problem(path, exc)) from None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cycle collector, which would rescan millions of new, acyclic cell lists.
+
+    That rescanning is about a tenth of the time a large sheet takes to read.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_ENCRYPTED_PROBLEM = (
+    "the workbook is password-protected: open it in Excel, remove the password "
+    "(File > Info > Protect Workbook), save it and try again"
+)
+
+
+def _pick_sheet(path: Path, book: calamine.CalamineWorkbook, wanted: str | None) -> tuple[str, list[str]]:
+    """The sheet asked for (exactly, else ignoring case), or the first visible worksheet."""
+    names = book.sheet_names
+    if wanted is None:
+        visible = [
+            sheet.name
+            for sheet in book.sheets_metadata
+            if sheet.visible == calamine.SheetVisibleEnum.Visible
+            and sheet.typ == calamine.SheetTypeEnum.WorkSheet
+        ]
+        name = (visible or names)[0]
+        others = [other for other in names if other != name]
+        notes = [f"read the sheet {name!r}; the workbook also has {_quoted(others)}"] if others else []
+        return name, notes
+    if wanted in names:
+        return wanted, []
+    folded = [name for name in names if name.strip().casefold() == wanted.strip().casefold()]
+    if len(folded) == 1:
+        return folded[0], []
+    raise InputFileError(path, f"there is no sheet named {wanted!r}; the sheets are {_quoted(names)}")
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _workbook_problem(path: Path, exc: Exception) -> str:
+    """Explain why a workbook cannot be opened, from what its first bytes say it really is."""
+    head = _head(path, 512)
+    if not head.strip():
+        return "the file is empty"
+    if head.startswith(_OLE_MAGIC) and path.suffix.lower() != ".xls":
+        return _ENCRYPTED_PROBLEM  # an encrypted .xlsx is an OLE container, not a zip
+    if head.startswith(_ZIP_MAGIC):
+        return f"the workbook is damaged or incomplete ({exc}): save it again from Excel"
+    if head.lstrip().startswith(b"<"):
+        return (
+            "this is a web page (HTML/XML) with a workbook name, not a real workbook: "
+            "open it in Excel and save it as .xlsx or CSV"
+        )
+    if b"\0" not in head:
+        return "this is a text (CSV) file with a workbook name: rename it to .csv"
+    return f"the file cannot be read as a workbook ({exc})"
+
+
+def _cell_text(value: Any) -> str:
+    """The text Excel shows for a non-string cell value from python-calamine."""
+    return _CELL_TEXT.get(type(value), str)(value)
+
+
+def _number_text(value: float) -> str:
+    if value.is_integer() and -1e15 < value < 1e15:
+        return str(int(value))  # 12.0 is shown as 12
+    text = f"{value:.15g}"  # Excel keeps 15 significant digits: 0.1 + 0.2 shows as 0.3
+    if "e" not in text:
+        return text
+    if 1e-9 <= abs(value) < 1e21:
+        return format(Decimal(text), "f")  # 1.23457E+17 as the digits 123457000000000000
+    return text.upper()
+
+
+def _datetime_text(value: datetime) -> str:
+    if value.microsecond >= 500_000:  # serial numbers carry float noise: 10:29:59.999999 is 10:30
+        value += _ONE_SECOND
+    if value.hour == value.minute == value.second == 0:
+        return value.date().isoformat()
+    return value.isoformat(sep=" ", timespec="seconds")
+
+
+def _time_text(value: time) -> str:
+    seconds = value.hour * 3600 + value.minute * 60 + value.second + (value.microsecond >= 500_000)
+    hours, rest = divmod(seconds % 86400, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _duration_text(value: timedelta) -> str:
+    microseconds = value // timedelta(microseconds=1)
+    seconds = (abs(microseconds) + 500_000) // 1_000_000
+    hours, rest = divmod(seconds, 3600)
+    sign = "-" if microseconds < 0 else ""
+    return f"{sign}{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+_CELL_TEXT = {
+    float: _number_text,
+    int: str,
+    bool: lambda value: "TRUE" if value else "FALSE",
+    datetime: _datetime_text,
+    date: date.isoformat,
+    time: _time_text,
+    timedelta: _duration_text,
+}
+
+
+# --- Both: headers and blank rows ----------------------------------------------------------------
+
+
+def _to_sheet(path: Path, grid: _Grid) -> Sheet:
+    """Check the headers, drop empty unnamed columns and blank rows, and name the columns."""
+    headers = [_HEADER_EDGES.sub("", header) for header in grid.header]
+    columns = [j for j, header in enumerate(headers) if header or _has_data(path, grid, j)]
+    _check_unique(path, headers, columns)
+    keep = ~_blank_rows(grid.body, columns)
+    rows = (np.flatnonzero(keep) + grid.first_row).tolist()
+    frame = grid.body if keep.all() else grid.body[keep]
+    frame = frame[columns].set_axis([headers[j] for j in columns], axis=1)
+    return Sheet(
+        path=path,
+        headers=[headers[j] for j in columns],
+        frame=frame.reset_index(drop=True),
+        source_rows=rows,
+        sheet_name=grid.sheet_name,
+        notes=grid.notes,
+    )
+
+
+def _has_data(path: Path, grid: _Grid, column: int) -> bool:
+    """Whether an unnamed column holds a value; one that does is an error."""
+    blank = _blank_cells(grid.body[column].to_numpy(dtype=object))
+    if blank.all():
+        return False
+    row = grid.first_row + int(np.argmin(blank))
+    raise InputFileError(
+        path, f"column {column_letter(column)} has no header but row {row} has a value in it"
+    )
+
+
+def _check_unique(path: Path, headers: list[str], columns: list[int]) -> None:
+    seen: dict[str, int] = {}
+    for j in columns:
+        if headers[j] in seen:
+            first = column_letter(seen[headers[j]])
+            raise InputFileError(
+                path,
+                f"the header {headers[j]!r} appears twice: columns {first} and {column_letter(j)}",
+            )
+        seen[headers[j]] = j
+
+
+def _blank_rows(body: pd.DataFrame, columns: list[int]) -> np.ndarray:
+    """Rows whose cells are all empty or whitespace, checking only rows still blank so far."""
+    blank = np.ones(len(body), dtype=bool)
+    for j in columns:
+        candidates = np.flatnonzero(blank)
+        if not candidates.size:
+            break
+        blank[candidates] = _blank_cells(body[j].to_numpy(dtype=object)[candidates])
+    return blank
+
+
+def _blank_cells(values: np.ndarray) -> np.ndarray:
+    return (values == "") | _isspace(values).astype(bool)
+
+
+_isspace = np.frompyfunc(str.isspace, 1, 1)  # '\xa0' and other Unicode spaces count as blank
+
+
+def column_letter(index: int) -> str:
+    """The spreadsheet letter of a 0-based column index: 0 -> 'A', 26 -> 'AA'."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
