@@ -101,6 +101,8 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", default="25/5", help="at most N calls in S seconds, as N/S (default 25/5)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)")
     parser.add_argument("--ca-bundle", help="CA certificate file for a TLS-inspecting corporate proxy")
+    parser.add_argument("--retries", type=int, default=7,
+                        help="retries of a call that is safe to repeat (429, connection refused); default 7")
 
 
 def _add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +151,11 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         raise UsageError("no host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST")
     if args.timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
+    if args.retries < 0:
+        raise UsageError("--retries must be 0 or more")
     config = _config(
         args, host=host, credentials=Credentials.from_env(env), rate_limit=RateLimit.parse(args.rate_limit),
-        timeout=(min(10.0, args.timeout), args.timeout), ca_bundle=args.ca_bundle,
+        timeout=(min(10.0, args.timeout), args.timeout), ca_bundle=args.ca_bundle, max_attempts=args.retries + 1,
         progress=_show_progress(args, err),
     )
     result = run_import(config)

@@ -344,3 +344,41 @@ def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, 
     reported = error_rows(tmp_path / "big.errors.xlsx")
     assert len(reported) == 60 - summary["rows_posted"]
     assert {r["Error Stage"] for r in reported} <= {"not sent", "unknown"}
+
+
+def test_run_unreachable_host_exits_3_and_reports_rows_not_sent(tmp_path, mapping, env):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run(write_csv(tmp_path / "t.csv", [good(), good(OPP[1])]), mapping,
+                 {**env, "LSQ_HOST": f"http://127.0.0.1:{port}"}, "--retries", "1")
+    assert result.code == 3, result.output
+    assert "could not connect" in result.err
+    rows = error_rows(tmp_path / "t.errors.xlsx")
+    assert [(r["Source Row"], r["Error Stage"]) for r in rows] == [(2, "not sent"), (3, "not sent")]
+    assert result.summary["calls"] == 2
+
+
+def test_sandbox_command_serves_and_prints_its_url_and_keys():
+    process = subprocess.Popen([sys.executable, "-m", "importer", "sandbox", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        url = first.split(" at ")[1].split(" ")[0]
+        exports = process.stdout.readline() + process.stdout.readline()
+        assert f"LSQ_HOST={url}" in exports
+        assert "LSQ_ACCESS_KEY=" in exports
+        import requests
+
+        from importer.sandbox import SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY
+
+        answer = requests.get(f"{url}/v2/Authentication.svc/UserByAccessKey.Get", timeout=5,
+                              headers={"x-LSQ-AccessKey": SANDBOX_ACCESS_KEY, "x-LSQ-SecretKey": SANDBOX_SECRET_KEY})
+        assert answer.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "sandbox stopped" in out
