@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,8 +19,9 @@ import requests
 import urllib3
 
 from importer import __version__
-from importer.errors import ApiUnusableError, UsageError
+from importer.errors import ApiUnusableError, AuthError, ImporterError, UsageError
 from importer.records import ActivityBody
+from importer.throttle import RateLimiter, Sleep, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
+
+
+class ReadError(ImporterError):
+    """A read-only call (metadata, activities of an opportunity) could not be answered."""
+
+    exit_status = ApiUnusableError.exit_status
 
 
 @dataclass(frozen=True)
@@ -246,23 +254,57 @@ class LsqClient:
 
     def who_am_i(self) -> dict[str, Any]:
         """GET UserByAccessKey.Get: a cheap credentials check; raises ApiUnusableError."""
-        try:
-            response = self._session.get(
-                self.base_url + WHO_AM_I_PATH,
-                headers=self._credentials.headers(),
-                timeout=self._timeout,
-                verify=self._verify,
-            )
-        except requests.exceptions.SSLError:
-            raise ApiUnusableError(self._tls_message()) from None
-        except requests.exceptions.RequestException as exc:
-            raise ApiUnusableError(f"cannot reach {self.base_url} ({type(exc).__name__})") from None
-        if response.status_code == 401:
-            raise ApiUnusableError(f"{self.base_url} refused the keys: {_mx_error(_json_or_none(response.text)) or '401'}")
-        data = _json_or_none(response.text)
-        if response.status_code != 200 or not isinstance(data, dict):
-            raise ApiUnusableError(f"{self.base_url} answered HTTP {response.status_code}: {_snippet(response.text)}")
+        data = self.read("GET", WHO_AM_I_PATH)
+        if not isinstance(data, dict):
+            raise ApiUnusableError(f"{self.base_url}: UserByAccessKey.Get did not answer with an object")
         return data
+
+    def read(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, object] | None = None,
+        body: object = None,
+        limiter: RateLimiter | None = None,
+        attempts: int = 4,
+        sleep: Sleep = time.sleep,
+    ) -> Any:
+        """A read-only call: safe to repeat, so 429s and transport errors are retried.
+
+        Raises AuthError on 401, ReadError when the answer cannot be had.
+        """
+        for attempt in range(1, attempts + 1):
+            if limiter is not None:
+                limiter.acquire()
+            try:
+                response = self._session.request(
+                    method, self.base_url + path, params=params,
+                    data=None if body is None else json.dumps(body).encode("utf-8"),
+                    headers={**self._credentials.headers(), "Content-Type": "application/json"},
+                    timeout=self._timeout, verify=self._verify,
+                )
+            except requests.exceptions.SSLError:
+                raise ApiUnusableError(self._tls_message()) from None
+            except requests.exceptions.RequestException as exc:
+                problem = f"cannot reach {self.base_url} ({type(exc).__name__})"
+            else:
+                if response.status_code == 401:
+                    error = _mx_error(_json_or_none(response.text)) or "401 Unauthorized"
+                    raise AuthError(f"{self.base_url} refused the API keys: {error}")
+                data = _json_or_none(response.text)
+                if response.status_code == 200 and data is not None:
+                    return data
+                problem = f"{path} answered HTTP {response.status_code}: {_mx_error(data) or _snippet(response.text)}"
+                if response.status_code == 429 and limiter is not None:
+                    limiter.pause(_retry_after(dict(response.headers)))
+                elif response.status_code < 500 and response.status_code != 429:
+                    raise ReadError(problem)
+            if attempt < attempts:
+                log.info("%s; retrying", problem)
+                if limiter is None or "429" not in problem:
+                    sleep(backoff_delay(attempt))
+        raise ReadError(problem)
 
     def _tls_message(self) -> str:
         return (
