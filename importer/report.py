@@ -4,20 +4,16 @@ Sheet `Errors` comes first, so the importer reads it back. It has `Source Row`, 
 `Error`, then the original columns with the original text. A cell an error names is filled light
 red and carries the message as a comment. Sheet `Summary` counts rows per stage and per message.
 
-The workbook is written directly as SpreadsheetML (a zip of XML parts), not through openpyxl.
-openpyxl cannot store a carriage return: it writes a raw CR, which every XML parser reads back as
-LF. It also drops `xml:space="preserve"` on whitespace-only text, which calamine then reads as ''.
-And it needs about 40 s for 100,000 rows with comments. The parts follow the layout openpyxl
-writes. Each text is stored as faithfully as a cell allows:
+It is written with openpyxl in write-only mode, and each text is stored as faithfully as a cell
+allows, so a user can fix cells in Excel and feed the workbook straight back:
 
-- as an inline string with `xml:space="preserve"`, so it is never a formula, leading zeros, spaces
-  and line breaks stay, and a CR is written as `&#13;`. The cell is Text-formatted, so a user's
-  edit in Excel stays text too.
-- a literal `_xHHHH_` is split across two runs. In one run, Excel and calamine decode `_x0041_`
-  as "A", and openpyxl does not read Excel's own `_x005F_` escape.
-- characters XML 1.0 cannot hold (controls other than tab, LF and CR; U+FFFE; U+FFFF; lone
-  surrogates) are replaced with U+FFFD, and the row's `Error` says so. Excel's `_xHHHH_` escape
-  is not used because openpyxl reads it back as literal text.
+- every text cell is forced to text (never a formula, whatever it starts with) and Text-formatted,
+  so leading zeros stay and a user's edit in Excel stays text too;
+- control characters (CR included, which XML would read back as LF), whitespace-only text and a
+  literal `_xHHHH_` are stored with Excel's own `_xHHHH_` escape, which Excel and python-calamine
+  (the loader) decode back to the original text;
+- characters no xlsx can hold (lone surrogates, U+FFFE, U+FFFF) are replaced with U+FFFD, and the
+  row's `Error` says so;
 - text over Excel's cell limit keeps its first 32,767 characters (UTF-16 units, as Excel counts),
   and the row's `Error` says so.
 """
@@ -29,7 +25,6 @@ import itertools
 import os
 import re
 import secrets
-import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +32,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.comments import Comment
+from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from importer.errors import OutputError
@@ -57,8 +56,11 @@ REPLACEMENT = "\ufffd"
 # Indexes into the cellXfs of _STYLES_XML.
 NUMBER, TEXT, FLAGGED, BOLD_TEXT, BOLD_NUMBER = range(5)
 
-_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_ESCAPE_LIKE = re.compile("(?=_x[0-9A-Fa-f]{4}_)")  # a lookahead, so overlapping ones count too
+# Characters no XML file can hold, even escaped: replaced, and the row's Error says so.
+_UNSTORABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+# What OOXML stores as an `_xHHHH_` escape (Excel and calamine decode it): control characters
+# (CR included: XML would read it back as LF) and a literal `_` that starts an escape-like run.
+_NEEDS_ESCAPE = re.compile("_(?=x[0-9A-Fa-f]{4}_)|[\x00-\x08\x0b-\x1f]")
 
 Cell = tuple[str | int, int]  # (value, style)
 
@@ -282,7 +284,10 @@ def _width(characters: int) -> float:
     return min(MAX_COLUMN_WIDTH, max(MIN_COLUMN_WIDTH, characters + 2))
 
 
-# How the workbook is stored: SpreadsheetML parts in a zip, laid out as openpyxl lays them out.
+# How the workbook is stored: openpyxl in write-only mode, every text cell forced to text.
+
+_BOLD = Font(bold=True)
+_FLAG_FILL = PatternFill("solid", start_color="FFFFC7CE", end_color="FFFFC7CE")
 
 
 @dataclass
@@ -298,296 +303,48 @@ class _SheetPart:
 
     @property
     def ref(self) -> str:
-        return f"A1:{get_column_letter(max(len(self.widths), 1))}{self.n_rows}"
-
-
-_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-_PKG_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
-_XML_DECL = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-_WRITE_SIZE = 1 << 20  # characters gathered before one write into the zip
-
-_STYLES_XML = (
-    f'{_XML_DECL}<styleSheet xmlns="{_MAIN_NS}">'
-    '<fonts count="2">'
-    '<font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
-    '<font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
-    "</fonts>"
-    '<fills count="3">'
-    '<fill><patternFill patternType="none"/></fill>'
-    '<fill><patternFill patternType="gray125"/></fill>'
-    '<fill><patternFill patternType="solid"><fgColor rgb="FFFFC7CE"/><bgColor indexed="64"/>'
-    "</patternFill></fill>"
-    "</fills>"
-    '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
-    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
-    '<cellXfs count="5">'  # NUMBER, TEXT, FLAGGED, BOLD_TEXT, BOLD_NUMBER; 49 is the Text format
-    '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
-    '<xf numFmtId="49" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
-    '<xf numFmtId="49" fontId="0" fillId="2" borderId="0" xfId="0" applyNumberFormat="1"'
-    ' applyFill="1"/>'
-    '<xf numFmtId="49" fontId="1" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"'
-    ' applyFont="1"/>'
-    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
-    "</cellXfs>"
-    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
-    '<dxfs count="0"/>'
-    '<tableStyles count="0" defaultTableStyle="TableStyleMedium9"'
-    ' defaultPivotStyle="PivotStyleLight16"/>'
-    "</styleSheet>"
-)
-
-_VML_SHAPE = (
-    '<v:shape id="_x0000_s{shape_id}" type="#_x0000_t202" style="position:absolute;'
-    "margin-left:59.25pt;margin-top:1.5pt;width:108pt;height:59.25pt;z-index:{z};"
-    'visibility:hidden" fillcolor="#ffffe1" o:insetmode="auto">'
-    '<v:fill color2="#ffffe1"/><v:shadow on="t" color="black" obscured="t"/>'
-    '<v:path o:connecttype="none"/>'
-    '<v:textbox style="mso-direction-alt:auto"><div style="text-align:left"></div></v:textbox>'
-    '<x:ClientData ObjectType="Note"><x:MoveWithCells/><x:SizeWithCells/>'
-    "<x:Anchor>{anchor}</x:Anchor><x:AutoFill>False</x:AutoFill>"
-    "<x:Row>{row}</x:Row><x:Column>{column}</x:Column></x:ClientData></v:shape>"
-)
+        return f"A1:{get_column_letter(max(1, len(self.widths)))}{max(1, self.n_rows)}"
 
 
 def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
-    # Level 1: a sixth larger than the default level 6, and a second faster per 100,000 rows.
-    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as package:
-        _write_part(package, "[Content_Types].xml", [_content_types_xml(sheets)])
-        _write_part(package, "_rels/.rels", [_root_rels_xml()])
-        _write_part(package, "docProps/core.xml", [_core_xml()])
-        _write_part(package, "docProps/app.xml", [_app_xml()])
-        _write_part(package, "xl/workbook.xml", [_workbook_xml(sheets)])
-        _write_part(package, "xl/_rels/workbook.xml.rels", [_workbook_rels_xml(sheets)])
-        _write_part(package, "xl/styles.xml", [_STYLES_XML])
-        vml_block = 1  # each VML drawing owns shape ids in blocks of 1024
-        for n, sheet in enumerate(sheets, start=1):
-            _write_part(package, f"xl/worksheets/sheet{n}.xml", _sheet_xml(sheet, n == 1))
-            if sheet.comments:
-                _write_part(package, f"xl/worksheets/_rels/sheet{n}.xml.rels", [_sheet_rels_xml(n)])
-                _write_part(package, f"xl/comments{n}.xml", _comments_xml(sheet.comments))
-                _write_part(package, f"xl/drawings/vmlDrawing{n}.vml", _vml(sheet, vml_block))
-                vml_block += len(sheet.comments) // 1024 + 1
+    book = Workbook(write_only=True)
+    for part in sheets:
+        worksheet = book.create_sheet(part.name)
+        for column, width in enumerate(part.widths, start=1):
+            worksheet.column_dimensions[get_column_letter(column)].width = width
+        if part.frozen:
+            worksheet.freeze_panes = "A2"
+            worksheet.auto_filter.ref = part.ref
+        comments = {(row, column): text for row, column, text in part.comments}
+        for line, cells in enumerate(part.rows, start=1):
+            worksheet.append([
+                _cell(worksheet, value, style, comments.get((line, column)))
+                for column, (value, style) in enumerate(cells, start=1)
+            ])
+    book.save(file)
 
 
-def _write_part(package: zipfile.ZipFile, name: str, pieces: Iterable[str]) -> None:
-    """Stream one part into the zip, in writes of about _WRITE_SIZE characters."""
-    with package.open(name, "w") as part:
-        buffer: list[str] = []
-        size = 0
-        for piece in pieces:
-            buffer.append(piece)
-            size += len(piece)
-            if size >= _WRITE_SIZE:
-                part.write("".join(buffer).encode("utf-8"))
-                buffer.clear()
-                size = 0
-        part.write("".join(buffer).encode("utf-8"))
+def _ooxml_text(text: str) -> str:
+    """Text as Excel itself escapes it, so it reads back exactly in Excel and python-calamine."""
+    escaped = _NEEDS_ESCAPE.sub(lambda m: "_x005F_" if m.group() == "_" else f"_x{ord(m.group()):04X}_", text)
+    if escaped.isspace():  # openpyxl marks only padded text as space-preserving; escape one space
+        escaped = f"_x{ord(escaped[0]):04X}_{escaped[1:]}"
+    return escaped
 
 
-def _sheet_xml(sheet: _SheetPart, selected: bool) -> Iterator[str]:
-    yield f'{_XML_DECL}<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
-    yield f'<dimension ref="{sheet.ref}"/>'
-    yield _sheet_view_xml(sheet.frozen, selected)
-    yield '<sheetFormatPr defaultRowHeight="15"/>'
-    yield _cols_xml(sheet.widths)
-    yield "<sheetData>"
-    yield from _rows_xml(sheet.rows)
-    yield "</sheetData>"
-    if sheet.frozen:
-        yield f'<autoFilter ref="{sheet.ref}"/>'
-    yield '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
-    # IDs such as 00123 are text on purpose: no green "number stored as text" triangles
-    yield f'<ignoredErrors><ignoredError sqref="{sheet.ref}" numberStoredAsText="1"/></ignoredErrors>'
-    if sheet.comments:
-        yield '<legacyDrawing r:id="rId2"/>'
-    yield "</worksheet>"
-
-
-def _sheet_view_xml(frozen: bool, selected: bool) -> str:
-    tab = ' tabSelected="1"' if selected else ""
-    if not frozen:
-        return f'<sheetViews><sheetView{tab} workbookViewId="0"/></sheetViews>'
-    return (
-        f'<sheetViews><sheetView{tab} workbookViewId="0">'
-        '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
-        '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/>'
-        "</sheetView></sheetViews>"
-    )
-
-
-def _cols_xml(widths: list[float]) -> str:
-    cols = "".join(
-        f'<col min="{i}" max="{i}" width="{width}" customWidth="1"/>'
-        for i, width in enumerate(widths, start=1)
-    )
-    return f"<cols>{cols}</cols>" if cols else ""
-
-
-def _rows_xml(rows: Iterator[list[Cell]]) -> Iterator[str]:
-    letters: list[str] = []
-    for line, cells in enumerate(rows, start=1):
-        if len(letters) < len(cells):
-            letters = [get_column_letter(i) for i in range(1, len(cells) + 1)]
-        if cells:
-            xml = "".join([_cell_xml(f"{letters[i]}{line}", *cell) for i, cell in enumerate(cells)])
-            yield f'<row r="{line}">{xml}</row>'
-
-
-def _cell_xml(ref: str, value: str | int, style: int) -> str:
-    # The hot loop of a large workbook: the common cases are handled here without more calls.
-    if value.__class__ is not str:
-        return f'<c r="{ref}" s="{style}"><v>{value}</v></c>'
-    if not value:
-        return f'<c r="{ref}" s="{style}"/>'  # styled, so what a user types here stays text
-    if "_x" in value or "&" in value or "<" in value or ">" in value or "\r" in value:
-        return f'<c r="{ref}" s="{style}" t="inlineStr"><is>{_text_xml(value)}</is></c>'
-    return f'<c r="{ref}" s="{style}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
-
-
-def _text_xml(text: str) -> str:
-    """The <t> elements of a text; split where `_xHHHH_` would otherwise be decoded."""
-    if not _ESCAPE_LIKE.search(text):
-        return f'<t xml:space="preserve">{_escape(text)}</t>'
-    cuts = [0, *(match.start() + 1 for match in _ESCAPE_LIKE.finditer(text)), len(text)]
-    return "".join(
-        f'<r><t xml:space="preserve">{_escape(text[start:end])}</t></r>'
-        for start, end in itertools.pairwise(cuts)
-    )
-
-
-def _escape(text: str) -> str:
-    # CR as a character reference: a raw one would be read back as LF (XML line-end handling)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-
-
-def _comments_xml(comments: list[tuple[int, int, str]]) -> Iterator[str]:
-    yield (
-        f'{_XML_DECL}<comments xmlns="{_MAIN_NS}">'
-        f"<authors><author>{COMMENT_AUTHOR}</author></authors><commentList>"
-    )
-    for row, column, text in comments:
-        ref = f"{get_column_letter(column)}{row}"
-        yield f'<comment ref="{ref}" authorId="0"><text>{_text_xml(text)}</text></comment>'
-    yield "</commentList></comments>"
-
-
-def _vml(sheet: _SheetPart, first_block: int) -> Iterator[str]:
-    """The legacy drawing Excel needs to show the comments (notes) of a sheet."""
-    blocks = range(first_block, first_block + len(sheet.comments) // 1024 + 1)
-    yield (
-        '<xml xmlns:v="urn:schemas-microsoft-com:vml"'
-        ' xmlns:o="urn:schemas-microsoft-com:office:office"'
-        ' xmlns:x="urn:schemas-microsoft-com:office:excel">'
-        f'<o:shapelayout v:ext="edit"><o:idmap v:ext="edit" data="{",".join(map(str, blocks))}"/>'
-        "</o:shapelayout>"
-        '<v:shapetype id="_x0000_t202" coordsize="21600,21600" o:spt="202"'
-        ' path="m,l,21600r21600,l21600,xe"><v:stroke joinstyle="miter"/>'
-        '<v:path gradientshapeok="t" o:connecttype="rect"/></v:shapetype>'
-    )
-    first_id = 1024 * first_block + 1
-    for n, (row, column, _text) in enumerate(sheet.comments):
-        top = max(row - 2, 0)  # the box starts a row above the cell, one column to its right
-        anchor = f"{column}, 15, {top}, 10, {column + 2}, 15, {top + 4}, 4"
-        yield _VML_SHAPE.format(shape_id=first_id + n, z=n + 1, anchor=anchor, row=row - 1, column=column - 1)
-    yield "</xml>"
-
-
-def _content_types_xml(sheets: list[_SheetPart]) -> str:
-    kind = "application/vnd.openxmlformats-officedocument"
-    overrides = [
-        ("/xl/workbook.xml", f"{kind}.spreadsheetml.sheet.main+xml"),
-        ("/xl/styles.xml", f"{kind}.spreadsheetml.styles+xml"),
-        ("/docProps/core.xml", "application/vnd.openxmlformats-package.core-properties+xml"),
-        ("/docProps/app.xml", f"{kind}.extended-properties+xml"),
-    ]
-    for n, sheet in enumerate(sheets, start=1):
-        overrides.append((f"/xl/worksheets/sheet{n}.xml", f"{kind}.spreadsheetml.worksheet+xml"))
-        if sheet.comments:
-            overrides.append((f"/xl/comments{n}.xml", f"{kind}.spreadsheetml.comments+xml"))
-    return (
-        f'{_XML_DECL}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
-        'relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        f'<Default Extension="vml" ContentType="{kind}.vmlDrawing"/>'
-        + "".join(f'<Override PartName="{p}" ContentType="{t}"/>' for p, t in overrides)
-        + "</Types>"
-    )
-
-
-def _relationships_xml(relationships: list[tuple[str, str]]) -> str:
-    """A .rels part: (type, target) pairs, given ids rId1, rId2, ... in order."""
-    items = "".join(
-        f'<Relationship Id="rId{n}" Type="{kind}" Target="{target}"/>'
-        for n, (kind, target) in enumerate(relationships, start=1)
-    )
-    return f'{_XML_DECL}<Relationships xmlns="{_PKG_REL_NS}">{items}</Relationships>'
-
-
-def _root_rels_xml() -> str:
-    return _relationships_xml(
-        [
-            (f"{_REL_NS}/officeDocument", "xl/workbook.xml"),
-            (f"{_PKG_REL_NS}/metadata/core-properties", "docProps/core.xml"),
-            (f"{_REL_NS}/extended-properties", "docProps/app.xml"),
-        ]
-    )
-
-
-def _workbook_rels_xml(sheets: list[_SheetPart]) -> str:
-    worksheets = [(f"{_REL_NS}/worksheet", f"worksheets/sheet{n}.xml") for n in range(1, len(sheets) + 1)]
-    return _relationships_xml([*worksheets, (f"{_REL_NS}/styles", "styles.xml")])
-
-
-def _sheet_rels_xml(n: int) -> str:
-    return _relationships_xml(
-        [
-            (f"{_REL_NS}/comments", f"../comments{n}.xml"),
-            (f"{_REL_NS}/vmlDrawing", f"../drawings/vmlDrawing{n}.vml"),
-        ]
-    )
-
-
-def _workbook_xml(sheets: list[_SheetPart]) -> str:
-    entries = "".join(
-        f'<sheet name="{sheet.name}" sheetId="{n}" r:id="rId{n}"/>' for n, sheet in enumerate(sheets, start=1)
-    )
-    names = "".join(  # Excel keeps an autofilter's range in this hidden name
-        f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
-        f"'{sheet.name}'!{_absolute(sheet.ref)}</definedName>"
-        for n, sheet in enumerate(sheets)
-        if sheet.frozen
-    )
-    return (
-        f'{_XML_DECL}<workbook xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'
-        '<bookViews><workbookView activeTab="0"/></bookViews>'
-        f"<sheets>{entries}</sheets>"
-        + (f"<definedNames>{names}</definedNames>" if names else "")
-        + "</workbook>"
-    )
-
-
-def _absolute(ref: str) -> str:
-    """A1:M20 -> $A$1:$M$20."""
-    return re.sub(r"([A-Z]+)(\d+)", r"$\1$\2", ref)
-
-
-def _core_xml() -> str:
-    return (
-        f"{_XML_DECL}<cp:coreProperties"
-        ' xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties"'
-        ' xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        f"<dc:creator>{COMMENT_AUTHOR}</dc:creator></cp:coreProperties>"
-    )
-
-
-def _app_xml() -> str:
-    return (
-        f"{_XML_DECL}<Properties xmlns="
-        '"http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
-        f"<Application>{COMMENT_AUTHOR}</Application></Properties>"
-    )
+def _cell(worksheet: object, value: str | int, style: int, comment: str | None) -> WriteOnlyCell:
+    cell = WriteOnlyCell(worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
+    if isinstance(value, str):
+        # openpyxl reads a leading '=' as a formula; a user's text must never run as one.
+        cell.data_type = "s"
+        cell.number_format = "@"  # Text format: a user's edit in Excel stays text too
+    if style in (BOLD_TEXT, BOLD_NUMBER):
+        cell.font = _BOLD
+    elif style == FLAGGED:
+        cell.fill = _FLAG_FILL
+    if comment:
+        cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=120)
+    return cell
 
 
 # Writing the file safely.

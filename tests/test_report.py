@@ -1,0 +1,494 @@
+"""The error workbook, opened the way a user's tools open it: openpyxl, python-calamine, the loader."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from python_calamine import CalamineWorkbook
+
+from importer import report
+from importer.errors import OutputError
+from importer.loader import load_sheet
+from importer.records import RowError, Sheet, Stage
+from importer.report import check_writable, write_error_workbook
+
+HEADERS = ["Opportunity", "Amount", "Reference", "Note"]
+ROWS = [
+    ["OPP-1", "12,5x", "000417", "first visit"],
+    ["OPP-2", "40", "000418", ""],
+    ["OPP-3", "7", "000419", "follow-up\ncall back"],
+    ["OPP-4", "n/a", "000420", '=HYPERLINK("http://x","y")'],
+]
+SOURCE_ROWS = [2, 3, 5, 9]  # blank rows 4 and 6-8 were dropped by the loader
+RED = "FFFFC7CE"
+LEAD = ["Source Row", "Error Stage", "Error"]
+
+
+def make_sheet(headers=HEADERS, rows=ROWS, source_rows=SOURCE_ROWS) -> Sheet:
+    frame = pd.DataFrame(rows, columns=headers, dtype=str)
+    return Sheet(Path("visits.xlsx"), list(headers), frame, list(source_rows), sheet_name="Visits")
+
+
+def write(tmp_path: Path, errors, sheet: Sheet | None = None) -> Path:
+    return write_error_workbook(tmp_path / "visits.errors.xlsx", sheet or make_sheet(), errors)
+
+
+def error_rows(path: Path) -> list[dict[str, object]]:
+    rows = list(openpyxl.load_workbook(path)["Errors"].iter_rows(values_only=True))
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+def calamine_rows(path: Path, sheet: str = "Errors") -> list[list[object]]:
+    with CalamineWorkbook.from_path(str(path)) as book:
+        return book.get_sheet_by_name(sheet).to_python(skip_empty_area=False)
+
+
+def single_value_workbook(tmp_path: Path, values: list[str]) -> Path:
+    """One failed row per value, the value in the only original column."""
+    sheet = make_sheet(["Value"], [[value] for value in values], range(2, len(values) + 2))
+    errors = [RowError(row, Stage.API, "rejected") for row in sheet.source_rows]
+    return write_error_workbook(tmp_path / "values.xlsx", sheet, errors)
+
+
+def storable(text: str) -> str:
+    """What an xlsx can hold: everything but surrogates, U+FFFE and U+FFFF (controls are escaped)."""
+    return "".join(ch if not ("\ud800" <= ch <= "\udfff" or ch in "\ufffe\uffff") else "\ufffd" for ch in text)
+
+
+# Layout
+
+
+def test_write_error_workbook_sheets_are_errors_first_then_summary(tmp_path):
+    path = write(tmp_path, [RowError(3, Stage.API, "rejected")])
+    assert openpyxl.load_workbook(path).sheetnames == ["Errors", "Summary"]
+    with CalamineWorkbook.from_path(str(path)) as book:
+        assert book.sheet_names == ["Errors", "Summary"]
+
+
+def test_write_error_workbook_returns_the_path(tmp_path):
+    target = tmp_path / "out.xlsx"
+    assert write_error_workbook(str(target), make_sheet(), [RowError(2, Stage.API, "x")]) == target
+    assert target.is_file()
+
+
+def test_write_error_workbook_header_is_lead_columns_then_original_columns(tmp_path):
+    path = write(tmp_path, [RowError(3, Stage.API, "rejected")])
+    header = next(openpyxl.load_workbook(path)["Errors"].iter_rows(values_only=True))
+    assert list(header) == [*LEAD, *HEADERS]
+
+
+def test_write_error_workbook_one_row_per_failed_source_row_in_source_order(tmp_path):
+    errors = [
+        RowError(9, Stage.NOT_SENT, "not sent: the run was interrupted"),
+        RowError(2, Stage.VALIDATION, "not a number: '12,5x'", "Amount"),
+        RowError(2, Stage.VALIDATION, "unknown opportunity", "Opportunity"),
+        RowError(5, Stage.API, "Invalid value for mx_Custom_4", "Reference"),
+        RowError(2, Stage.API, "never mind"),
+    ]
+    rows = error_rows(write(tmp_path, errors))
+    assert [row["Source Row"] for row in rows] == [2, 5, 9]
+    assert rows[0]["Error Stage"] == "validation"  # the stage of the row's first error
+    assert rows[0]["Error"] == ("Amount: not a number: '12,5x'; Opportunity: unknown opportunity; never mind")
+    assert rows[1]["Error Stage"] == "api"
+    assert rows[1]["Error"] == "Reference: Invalid value for mx_Custom_4"
+    assert rows[2]["Error Stage"] == "not sent"
+    assert rows[2]["Error"] == "not sent: the run was interrupted"
+
+
+def test_write_error_workbook_rows_carry_the_original_text(tmp_path):
+    errors = [RowError(2, Stage.VALIDATION, "bad", "Amount"), RowError(9, Stage.API, "rejected")]
+    rows = error_rows(write(tmp_path, errors))
+    assert [[row[h] or "" for h in HEADERS] for row in rows] == [ROWS[0], ROWS[3]]
+
+
+def test_write_error_workbook_source_row_is_an_integer_cell(tmp_path):
+    sheet = openpyxl.load_workbook(write(tmp_path, [RowError(5, Stage.API, "x")]))["Errors"]
+    assert (sheet["A2"].value, sheet["A2"].data_type) == (5, "n")
+
+
+def test_write_error_workbook_named_cell_is_highlighted_with_the_message_as_comment(tmp_path):
+    errors = [
+        RowError(2, Stage.VALIDATION, "not a number: '12,5x'", "Amount"),
+        RowError(2, Stage.VALIDATION, "must be positive", "Amount"),
+        RowError(2, Stage.VALIDATION, "row-level problem"),
+    ]
+    sheet = openpyxl.load_workbook(write(tmp_path, errors))["Errors"]
+    amount = sheet.cell(row=2, column=len(LEAD) + HEADERS.index("Amount") + 1)
+    assert amount.value == "12,5x"
+    assert amount.fill.fgColor.rgb == RED
+    assert amount.comment.text == "not a number: '12,5x'\nmust be positive"
+    others = [cell for cell in sheet[2] if cell.coordinate != amount.coordinate]
+    assert all(cell.fill.fill_type is None and cell.comment is None for cell in others)
+
+
+def test_write_error_workbook_error_on_unknown_column_is_listed_not_highlighted(tmp_path):
+    errors = [RowError(3, Stage.API, "Invalid value", "mx_Custom_9")]
+    path = write(tmp_path, errors)
+    sheet = openpyxl.load_workbook(path)["Errors"]
+    assert all(cell.comment is None and cell.fill.fill_type is None for cell in sheet[2])
+    assert error_rows(path)[0]["Error"] == "mx_Custom_9: Invalid value"
+
+
+def test_write_error_workbook_header_is_bold_and_frozen_with_autofilter_over_data(tmp_path):
+    errors = [RowError(row, Stage.API, "rejected") for row in SOURCE_ROWS]
+    sheet = openpyxl.load_workbook(write(tmp_path, errors))["Errors"]
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == "A1:G5"
+    assert all(cell.font.b for cell in sheet[1])
+    assert not any(cell.font.b for cell in sheet[2])
+
+
+def test_write_error_workbook_column_widths_follow_content_within_bounds(tmp_path):
+    sheet = make_sheet(["ID", "Note"], [["1", "x" * 500]], [2])
+    path = write(tmp_path, [RowError(2, Stage.API, "rejected")], sheet)
+    widths = {
+        letter: dim.width for letter, dim in openpyxl.load_workbook(path)["Errors"].column_dimensions.items()
+    }
+    assert widths["E"] == report.MAX_COLUMN_WIDTH  # the 500-character note is capped
+    assert 8 <= widths["D"] < 10  # "ID" plus room for the filter button
+    assert widths["C"] >= len("rejected")
+
+
+def test_write_error_workbook_text_cells_are_formatted_as_text(tmp_path):
+    """So a user who retypes 00123 in Excel keeps the zeros."""
+    sheet = openpyxl.load_workbook(write(tmp_path, [RowError(2, Stage.API, "x")]))["Errors"]
+    assert all(cell.number_format == "@" for cell in sheet[2][1:])
+    assert sheet.cell(row=2, column=len(LEAD) + HEADERS.index("Note") + 1).number_format == "@"
+
+
+def test_write_error_workbook_row_missing_from_sheet_keeps_blank_originals(tmp_path):
+    rows = error_rows(write(tmp_path, [RowError(4, Stage.NOT_SENT, "not sent: stopped")]))
+    assert rows == [
+        {"Source Row": 4, "Error Stage": "not sent", "Error": "not sent: stopped"} | dict.fromkeys(HEADERS)
+    ]
+
+
+def test_write_error_workbook_of_an_error_workbook_gets_fresh_lead_columns(tmp_path):
+    """A fixed workbook that fails again comes back without a stale, repeated set."""
+    headers = [*LEAD, "Opportunity", "Amount"]
+    sheet = make_sheet(headers, [["2", "validation", "old message", "OPP-1", "1x"]], [2])
+    path = write(tmp_path, [RowError(2, Stage.VALIDATION, "still bad", "Amount")], sheet)
+    assert error_rows(path) == [
+        {
+            "Source Row": 2,
+            "Error Stage": "validation",
+            "Error": "Amount: still bad",
+            "Opportunity": "OPP-1",
+            "Amount": "1x",
+        }
+    ]
+
+
+def test_write_error_workbook_with_no_errors_has_only_the_header(tmp_path):
+    path = write(tmp_path, [])
+    assert error_rows(path) == []
+    assert openpyxl.load_workbook(path)["Errors"].auto_filter.ref == "A1:G1"
+
+
+def test_write_error_workbook_every_part_is_well_formed_xml(tmp_path):
+    errors = [RowError(2, Stage.VALIDATION, "a & b < c", "Amount"), RowError(5, Stage.API, "x")]
+    with zipfile.ZipFile(write(tmp_path, errors)) as package:
+        assert package.testzip() is None
+        for name in package.namelist():
+            ET.fromstring(package.read(name))  # raises on a malformed part
+
+
+def test_write_error_workbook_more_than_1024_comments_are_all_kept(tmp_path):
+    """VML shape ids come in blocks of 1024; a big run needs several."""
+    rows = [[f"OPP-{n}", "x", "", ""] for n in range(1500)]
+    sheet = make_sheet(HEADERS, rows, range(2, 1502))
+    errors = [RowError(row, Stage.VALIDATION, f"bad {row}", "Amount") for row in sheet.source_rows]
+    path = write(tmp_path, errors, sheet)
+    comments = [row[4].comment for row in openpyxl.load_workbook(path)["Errors"].iter_rows(min_row=2)]
+    assert [comment.text for comment in comments] == [f"bad {row}" for row in sheet.source_rows]
+
+
+# Summary
+
+
+def summary_rows(path: Path) -> list[tuple]:
+    return list(openpyxl.load_workbook(path)["Summary"].iter_rows(values_only=True))
+
+
+def test_write_error_workbook_summary_counts_rows_per_stage_with_total(tmp_path):
+    errors = [
+        RowError(2, Stage.VALIDATION, "bad", "Amount"),
+        RowError(2, Stage.API, "also"),
+        RowError(3, Stage.API, "rejected"),
+        RowError(5, Stage.API, "rejected"),
+        RowError(9, Stage.UNKNOWN, "timed out"),
+    ]
+    rows = summary_rows(write(tmp_path, errors))
+    start = rows.index(("Error Stage", "Rows", None))
+    assert rows[start + 1 : start + 6] == [
+        ("validation", 1, None),
+        ("api", 2, None),
+        ("unknown", 1, None),
+        ("not sent", 0, None),
+        ("Total", 4, None),
+    ]
+
+
+def test_write_error_workbook_summary_counts_messages_most_frequent_first(tmp_path):
+    errors = [
+        RowError(2, Stage.VALIDATION, "bad", "Amount"),
+        RowError(2, Stage.VALIDATION, "bad", "Amount"),  # counted once for the row
+        RowError(3, Stage.API, "rejected"),
+        RowError(5, Stage.API, "rejected"),
+        RowError(9, Stage.API, "rejected"),
+        RowError(9, Stage.UNKNOWN, "timed out"),
+    ]
+    rows = summary_rows(write(tmp_path, errors))
+    start = rows.index(("Error", "Error Stage", "Rows"))
+    assert rows[start + 1 :] == [
+        ("rejected", "api", 3),
+        ("Amount: bad", "validation", 1),
+        ("timed out", "unknown", 1),
+        ("Total", None, 5),
+    ]
+
+
+def test_write_error_workbook_summary_names_the_input(tmp_path):
+    rows = summary_rows(write(tmp_path, [RowError(2, Stage.API, "x")]))
+    assert rows[0] == ("Input file", "visits.xlsx, sheet Visits", None)
+
+
+def test_write_error_workbook_summary_folds_rare_messages_past_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "MAX_SUMMARY_MESSAGES", 2)
+    errors = [RowError(row, Stage.VALIDATION, f"not a number: '{row}'") for row in SOURCE_ROWS]
+    errors.append(RowError(3, Stage.API, "rejected"))
+    errors.append(RowError(5, Stage.API, "rejected"))
+    rows = summary_rows(write(tmp_path, errors))
+    start = rows.index(("Error", "Error Stage", "Rows"))
+    assert rows[start + 1 :] == [
+        ("rejected", "api", 2),
+        ("not a number: '2'", "validation", 1),
+        ("... 3 more distinct messages, each on fewer rows", None, 3),
+        ("Total", None, 6),
+    ]
+
+
+def test_write_error_workbook_summary_header_is_bold(tmp_path):
+    sheet = openpyxl.load_workbook(write(tmp_path, [RowError(2, Stage.API, "x")]))["Summary"]
+    header = next(row for row in sheet.iter_rows() if row[0].value == "Error Stage")
+    assert all(cell.font.b for cell in header[:2])
+    assert sheet.column_dimensions["A"].width >= len("Input file")
+
+
+# Faithful text
+
+
+FORMULA_LIKE = ['=HYPERLINK("http://x","y")', "=1+1", "+1", "-2+3", "@SUM(A1)", "=", "-"]
+TRICKY = [
+    "00123",
+    "0",
+    "1e5",
+    "1,234.50",
+    "TRUE",
+    "#N/A",
+    "2024-01-31",
+    "  leading and trailing  ",
+    "   ",
+    "\t",
+    "line 1\nline 2",
+    "windows\r\nline",
+    "\r",
+    "café Zoë 東京 😀 \u200b\u00a0\u2028",
+    "_x0041_",
+    "a_x000D_b_x005F_x0041_",
+    "&amp; <b>bold</b> \"quoted\" 'single'",
+    "]]>",
+]
+
+
+@pytest.mark.parametrize("value", FORMULA_LIKE + TRICKY)
+def test_write_error_workbook_text_reads_back_exactly_and_never_as_formula(tmp_path, value):
+    """Exact in python-calamine (what the loader and Excel decode); text, never a formula, in openpyxl."""
+    path = single_value_workbook(tmp_path, [value])
+    cell = openpyxl.load_workbook(path)["Errors"]["D2"]
+    assert cell.data_type == "s"
+    assert calamine_rows(path)[1][3] == value
+
+
+@pytest.mark.parametrize("value", FORMULA_LIKE + TRICKY)
+def test_write_error_workbook_text_survives_reimport_through_the_loader(tmp_path, value):
+    reloaded = load_sheet(single_value_workbook(tmp_path, [value]))
+    assert reloaded.headers == [*LEAD, "Value"]
+    assert reloaded.frame["Value"].tolist() == [value]
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\x01\x02\x1f", "tab\tkept \x0b vertical tab", "cr\ronly"])
+def test_write_error_workbook_control_characters_are_escaped_as_excel_does(tmp_path, value):
+    path = single_value_workbook(tmp_path, [value])
+    assert calamine_rows(path)[1][3] == value
+    assert load_sheet(path).frame["Value"].tolist() == [value]
+    (row,) = error_rows(path)
+    assert row["Error"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("\ufffe\uffff", "\ufffd\ufffd"), ("lone \ud800 surrogate", "lone \ufffd surrogate")],
+)
+def test_write_error_workbook_unstorable_characters_are_replaced_and_reported(tmp_path, value, stored):
+    path = single_value_workbook(tmp_path, [value])
+    (row,) = error_rows(path)
+    assert row["Value"] == stored
+    assert calamine_rows(path)[1][3] == stored
+    count = stored.count("\ufffd") - value.count("\ufffd")
+    assert row["Error"] == (
+        f"rejected; Value: {count} character(s) that Excel cannot store were replaced with '\ufffd'"
+    )
+
+
+def test_write_error_workbook_control_characters_in_headers_and_messages_survive(tmp_path):
+    sheet = make_sheet(["Na\x01me"], [["x"]], [2])
+    path = write(tmp_path, [RowError(2, Stage.API, "bad \x02 reply", "Na\x01me")], sheet)
+    assert calamine_rows(path)[0][3] == "Na\x01me"
+    assert openpyxl.load_workbook(path)["Errors"]["D2"].comment.text == "bad _x0002_ reply"
+
+
+def test_write_error_workbook_long_cell_keeps_first_32767_characters_and_says_so(tmp_path):
+    path = single_value_workbook(tmp_path, ["a" * 40_000])
+    (row,) = error_rows(path)
+    assert row["Value"] == "a" * 32_767
+    assert calamine_rows(path)[1][3] == "a" * 32_767
+    assert row["Error"] == (
+        "rejected; Value: cut to the first 32,767 characters (Excel's limit for a cell); "
+        "the full text had 40,000"
+    )
+
+
+def test_write_error_workbook_long_cell_is_cut_in_utf16_units_without_splitting_a_pair(tmp_path):
+    """Excel counts UTF-16 units: an emoji takes two, and is never cut in half."""
+    (row,) = error_rows(single_value_workbook(tmp_path, ["😀" * 20_000]))
+    assert row["Value"] == "😀" * 16_383
+    assert "the full text had 40,000" in row["Error"]
+
+
+def test_write_error_workbook_text_at_the_limit_is_kept_whole(tmp_path):
+    (row,) = error_rows(single_value_workbook(tmp_path, ["b" * 32_767]))
+    assert row["Value"] == "b" * 32_767
+    assert row["Error"] == "rejected"
+
+
+def test_write_error_workbook_missing_values_in_the_frame_are_blank(tmp_path):
+    frame = pd.DataFrame({"A": [None], "B": [float("nan")], "C": ["x"]}, dtype=object)
+    sheet = Sheet(Path("in.csv"), ["A", "B", "C"], frame, [2])
+    (row,) = error_rows(write(tmp_path, [RowError(2, Stage.API, "x")], sheet))
+    assert (row["A"], row["B"], row["C"]) == (None, None, "x")
+
+
+texts = st.one_of(
+    st.text(),
+    st.builds(str.__add__, st.sampled_from(["=", "+", "-", "@", "0", "_x", "\r"]), st.text()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(texts, min_size=1, max_size=8))
+def test_write_error_workbook_any_text_round_trips_and_is_never_a_formula(values):
+    with tempfile.TemporaryDirectory() as folder:
+        path = single_value_workbook(Path(folder), values)
+        cells = [row[3] for row in openpyxl.load_workbook(path)["Errors"].iter_rows(min_row=2)]
+        expected = [storable(value) for value in values]
+        assert all(cell.data_type == "s" for cell in cells if cell.value is not None)
+        assert [row[3] for row in calamine_rows(path)[1:]] == expected
+
+
+# Writing safely
+
+
+def fail_midway(file, sheets):
+    file.write(b"PK\x03\x04 half a workbook")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fail_replace(source, target):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+@pytest.mark.parametrize(
+    ("target", "fake"),
+    [("importer.report._write_workbook", fail_midway), ("importer.report.os.replace", fail_replace)],
+)
+def test_write_error_workbook_failure_keeps_old_file_and_leaves_no_temp_file(
+    tmp_path, monkeypatch, target, fake
+):
+    path = tmp_path / "visits.errors.xlsx"
+    path.write_bytes(b"the previous workbook")
+    monkeypatch.setattr(target, fake)
+    with pytest.raises(OutputError, match="cannot write the error workbook") as raised:
+        write_error_workbook(path, make_sheet(), [RowError(2, Stage.API, "x")])
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == b"the previous workbook"
+    assert os.listdir(tmp_path) == ["visits.errors.xlsx"]
+
+
+def test_write_error_workbook_replaces_an_existing_workbook(tmp_path):
+    path = tmp_path / "visits.errors.xlsx"
+    path.write_bytes(b"the previous workbook")
+    write_error_workbook(path, make_sheet(), [RowError(3, Stage.API, "x")])
+    assert [row["Source Row"] for row in error_rows(path)] == [3]
+    assert os.listdir(tmp_path) == ["visits.errors.xlsx"]
+
+
+def test_write_error_workbook_into_missing_folder_raises_output_error(tmp_path):
+    path = tmp_path / "missing" / "errors.xlsx"
+    with pytest.raises(OutputError, match="No such file or directory") as raised:
+        write_error_workbook(path, make_sheet(), [RowError(2, Stage.API, "x")])
+    assert str(path) in str(raised.value)
+
+
+def test_check_writable_accepts_a_writable_folder_and_leaves_nothing_behind(tmp_path):
+    check_writable(tmp_path / "errors.xlsx")
+    check_writable(str(tmp_path / "errors.xlsx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_writable_leaves_an_existing_file_untouched(tmp_path):
+    path = tmp_path / "errors.xlsx"
+    path.write_bytes(b"keep me")
+    check_writable(path)
+    assert path.read_bytes() == b"keep me"
+    assert os.listdir(tmp_path) == ["errors.xlsx"]
+
+
+def test_check_writable_missing_folder_raises_output_error_naming_the_path(tmp_path):
+    path = tmp_path / "missing" / "errors.xlsx"
+    with pytest.raises(OutputError, match="is not an existing folder") as raised:
+        check_writable(path)
+    assert str(path) in str(raised.value)
+
+
+def test_check_writable_parent_is_a_file_raises_output_error(tmp_path):
+    blocker = tmp_path / "report.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(OutputError, match="is not an existing folder"):
+        check_writable(blocker / "errors.xlsx")
+
+
+def test_check_writable_path_is_a_folder_raises_output_error(tmp_path):
+    with pytest.raises(OutputError, match="is a folder"):
+        check_writable(tmp_path)
+
+
+def test_check_writable_unwritable_folder_raises_output_error(tmp_path, monkeypatch):
+    """As root chmod does not block writes, so the refusal is simulated where the file is made."""
+
+    def refuse(self, mode="r", *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(OutputError, match="Permission denied"):
+        check_writable(tmp_path / "errors.xlsx")
