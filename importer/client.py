@@ -112,10 +112,11 @@ class Reply:
     rows: tuple[RowResult, ...] = ()
     message: str = ""
     retry_after: float | None = None
+    whole_call: bool = False  # the call was rejected as a whole, without saying which row is at fault
 
     @classmethod
-    def all_rows(cls, count: int, outcome: Outcome, message: str | None = None) -> Reply:
-        return cls(ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)))
+    def all_rows(cls, count: int, outcome: Outcome, message: str | None = None, *, whole_call: bool = False) -> Reply:
+        return cls(ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)), whole_call=whole_call)
 
 
 UNKNOWN_ADVICE = "check the opportunity in LeadSquared before sending it again"
@@ -133,15 +134,15 @@ def read_reply(status: int, body: str, count: int, headers: dict[str, str] | Non
         return Reply(ReplyKind.THROTTLED, message=error or "429", retry_after=_retry_after(headers or {}))
     if error is not None:
         # An MX...Exception body is LeadSquared rejecting the input: nothing created, retrying cannot help.
-        return Reply.all_rows(count, Outcome.FAILED, error)
+        return Reply.all_rows(count, Outcome.FAILED, error, whole_call=True)
     if 400 <= status < 500:
-        return Reply.all_rows(count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}")
+        return Reply.all_rows(count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}", whole_call=True)
     return Reply.all_rows(count, Outcome.UNKNOWN, f"HTTP {status} without an explanation; {UNKNOWN_ADVICE}")
 
 
 def _read_success(data: Any, count: int) -> Reply:
     if isinstance(data, dict) and str(data.get("Status", "")).lower() == "error":
-        return Reply.all_rows(count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error")
+        return Reply.all_rows(count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error", whole_call=True)
     rows = data.get("Response") if isinstance(data, dict) else data
     if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
         return _read_row_results(rows, count)
@@ -252,9 +253,9 @@ class LsqClient:
             return Reply.all_rows(count, Outcome.UNKNOWN, f"the request failed ({type(exc).__name__}); {UNKNOWN_ADVICE}")
         return read_reply(response.status_code, response.text, count, dict(response.headers))
 
-    def who_am_i(self) -> dict[str, Any]:
+    def who_am_i(self, *, limiter: RateLimiter | None = None, attempts: int = 4) -> dict[str, Any]:
         """GET UserByAccessKey.Get: a cheap credentials check; raises ApiUnusableError."""
-        data = self.read("GET", WHO_AM_I_PATH)
+        data = self.read("GET", WHO_AM_I_PATH, limiter=limiter, attempts=attempts)
         if not isinstance(data, dict):
             raise ApiUnusableError(f"{self.base_url}: UserByAccessKey.Get did not answer with an object")
         return data

@@ -1,14 +1,23 @@
-"""Send planned batches under the rate limit, with retries only where a retry cannot duplicate."""
+"""Send planned batches at the rate limit, retrying only where a retry cannot duplicate.
+
+K worker threads share one rate limiter; each takes a whole opportunity at a time, so the calls
+for one opportunity keep their order. A 429 pauses every worker for the window. A batch that
+LeadSquared rejects as a whole without naming the row is split in halves until the bad rows are
+isolated, unless the error is about the opportunity itself.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from importer.client import UNKNOWN_ADVICE, LsqClient, Outcome, Reply, ReplyKind, RowResult
+from importer.journal import Journal, RowKey, RowState
 from importer.planner import Batch
 from importer.records import PlannedRow, RowError, Stage
 from importer.throttle import RateLimiter, Sleep, backoff_delay
@@ -16,6 +25,7 @@ from importer.throttle import RateLimiter, Sleep, backoff_delay
 log = logging.getLogger(__name__)
 
 ColumnOf = Callable[[str], "str | None"]
+_STATE_OF = {Outcome.POSTED: RowState.POSTED, Outcome.FAILED: RowState.FAILED, Outcome.UNKNOWN: RowState.UNKNOWN}
 
 
 @dataclass
@@ -27,6 +37,7 @@ class SendReport:
     calls: int = 0
     throttled: int = 0
     retries: int = 0
+    splits: int = 0
     stop_reason: str | None = None  # set when the run stopped early (401, unreachable host)
     interrupted: bool = False
 
@@ -34,73 +45,165 @@ class SendReport:
         return sum(1 for error in self.errors if error.stage is stage)
 
 
+class _Stopped(Exception):
+    """The run is stopping: leave the rest of this opportunity unsent."""
+
+
 class Sender:
-    """Posts batches one at a time; each call first takes a slot from the shared rate limiter."""
+    """Posts batches with `concurrency` workers under one shared rate limiter."""
 
     def __init__(
         self,
         client: LsqClient,
         limiter: RateLimiter,
         *,
+        concurrency: int = 1,
         max_attempts: int = 8,
         sleep: Sleep = time.sleep,
         rng: random.Random | None = None,
         column_of: ColumnOf = lambda message: None,
+        journal: Journal | None = None,
+        keys: dict[int, RowKey] | None = None,
         on_batch_done: Callable[[Batch], None] = lambda batch: None,
     ) -> None:
         self._client = client
         self._limiter = limiter
+        self._concurrency = max(1, concurrency)
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._column_of = column_of
+        self._journal = journal
+        self._keys = keys or {}
         self._on_batch_done = on_batch_done
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._report = SendReport()
+        self._settled: set[int] = set()  # source rows with a recorded outcome
+        self._in_flight: dict[int, list[PlannedRow]] = {}  # thread id -> rows of its current call
 
     def send(self, batches: Iterable[Batch]) -> SendReport:
-        report = SendReport()
-        pending = list(batches)
-        index = 0
-        try:
-            while index < len(pending) and report.stop_reason is None:
-                self._send_batch(pending[index], report)
-                index += 1
-                self._on_batch_done(pending[index - 1])
-        except KeyboardInterrupt:
-            report.interrupted = True
-            report.stop_reason = "interrupted (Ctrl-C)"
-        for batch in pending[index:]:
-            self._record_not_sent(batch, report, report.stop_reason or "not sent")
-        return report
+        """Send every batch; return what happened to each row (never raises for a row)."""
+        groups: dict[str, list[Batch]] = {}
+        for batch in batches:
+            groups.setdefault(batch.opportunity_id, []).append(batch)
+        work: queue.SimpleQueue[list[Batch]] = queue.SimpleQueue()
+        for group in groups.values():
+            work.put(group)
+        count = min(self._concurrency, len(groups))
+        self._running = count
+        self._all_done = threading.Event()
+        if count == 0:
+            self._all_done.set()
+        for n in range(count):
+            threading.Thread(target=self._work, args=(work,), daemon=True, name=f"sender-{n}").start()
+        self._wait()
+        for group in groups.values():  # whatever no worker reached
+            for batch in group:
+                self._record_not_sent(batch.rows, self._report.stop_reason or "not sent")
+        return self._report
 
-    def _send_batch(self, batch: Batch, report: SendReport) -> None:
-        bodies = [row.body for row in batch.rows]
+    def _wait(self) -> None:
+        """Wait for the workers; Ctrl-C stops new calls, and a second Ctrl-C stops waiting for answers."""
+        # An Event, not Thread.join: a join interrupted by Ctrl-C can report a live thread as dead.
+        interrupts = 0
+        while not self._all_done.is_set():
+            try:
+                self._all_done.wait(timeout=0.1)
+            except KeyboardInterrupt:
+                interrupts += 1
+                self._stop_run("interrupted (Ctrl-C)", interrupted=True)
+                if interrupts > 1:
+                    self._abandon_in_flight()
+                    return
+                log.warning("stopping: waiting for the calls in flight to answer (Ctrl-C again to stop now)")
+
+    def _abandon_in_flight(self) -> None:
+        with self._lock:
+            rows = [row for calls in self._in_flight.values() for row in calls]
+        message = f"interrupted while sending; {UNKNOWN_ADVICE}"
+        self._record([(row, RowResult(Outcome.UNKNOWN, message)) for row in rows])
+
+    def _stop_run(self, reason: str, *, interrupted: bool = False) -> None:
+        with self._lock:
+            if self._report.stop_reason is None:
+                self._report.stop_reason = reason
+            self._report.interrupted = self._report.interrupted or interrupted
+        self._stop.set()
+
+    def _work(self, work: queue.SimpleQueue[list[Batch]]) -> None:
+        try:
+            self._work_until_done(work)
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._all_done.set()
+
+    def _work_until_done(self, work: queue.SimpleQueue[list[Batch]]) -> None:
+        while not self._stop.is_set():
+            try:
+                group = work.get_nowait()
+            except queue.Empty:
+                return
+            for batch in group:
+                try:
+                    self._send_rows(batch.opportunity_id, list(batch.rows))
+                except _Stopped:
+                    break
+                except Exception as exc:  # a bug must not lose rows: what may have been sent is unknown
+                    log.exception("unexpected error while sending")
+                    message = f"internal error while sending ({type(exc).__name__}); {UNKNOWN_ADVICE}"
+                    self._record([(row, RowResult(Outcome.UNKNOWN, message)) for row in batch.rows])
+                    self._stop_run(f"internal error ({type(exc).__name__}: {exc})")
+                    break
+                self._on_batch_done(batch)
+
+    def _send_rows(self, opportunity_id: str, rows: list[PlannedRow]) -> None:
+        reply = self._call(opportunity_id, rows)
+        if _should_split(reply, rows):
+            with self._lock:
+                self._report.splits += 1
+            middle = len(rows) // 2
+            log.info("%s rejected a call of %d without naming the row: splitting it", opportunity_id, len(rows))
+            self._send_rows(opportunity_id, rows[:middle])
+            self._send_rows(opportunity_id, rows[middle:])
+            return
+        self._record(list(zip(rows, reply.rows, strict=True)))
+
+    def _call(self, opportunity_id: str, rows: list[PlannedRow]) -> Reply:
+        """One call, repeated only when nothing can have been created; raises _Stopped."""
+        bodies = [row.body for row in rows]
         for attempt in range(1, self._max_attempts + 1):
             self._limiter.acquire()
-            report.calls += 1
+            if self._stop.is_set():
+                raise _Stopped
+            self._mark_sending(rows)
+            with self._lock:
+                self._report.calls += 1
+                self._in_flight[threading.get_ident()] = rows
             try:
-                reply = self._client.post_activities(batch.opportunity_id, bodies)
-            except KeyboardInterrupt:
-                # The request may have left: its rows are unknown, never "not sent".
-                unknown = Reply.all_rows(len(batch), Outcome.UNKNOWN, f"interrupted while sending; {UNKNOWN_ADVICE}")
-                self._record_rows(batch, unknown, report)
-                report.interrupted = True
-                report.stop_reason = "interrupted (Ctrl-C)"
-                return
+                reply = self._client.post_activities(opportunity_id, bodies)
+            finally:
+                with self._lock:
+                    self._in_flight.pop(threading.get_ident(), None)
             if reply.kind is ReplyKind.ROWS:
-                self._record_rows(batch, reply, report)
-                return
+                return reply
+            self._mark_pending(rows)
             if reply.kind is ReplyKind.AUTH:
-                report.stop_reason = f"LeadSquared refused the API keys: {reply.message}"
-                self._record_not_sent(batch, report, report.stop_reason)
-                return
+                self._stop_run(f"LeadSquared refused the API keys: {reply.message}")
+                raise _Stopped
             if attempt < self._max_attempts:
-                report.retries += 1
-                self._wait_before_retry(reply, attempt, report)
-        self._give_up(batch, reply, report)
+                self._wait_before_retry(reply, attempt)
+        self._give_up(reply)
+        raise _Stopped
 
-    def _wait_before_retry(self, reply: Reply, attempt: int, report: SendReport) -> None:
+    def _wait_before_retry(self, reply: Reply, attempt: int) -> None:
+        with self._lock:
+            self._report.retries += 1
+            if reply.kind is ReplyKind.THROTTLED:
+                self._report.throttled += 1
         if reply.kind is ReplyKind.THROTTLED:
-            report.throttled += 1
             log.info("429 from LeadSquared: pausing every call for the rate-limit window")
             self._limiter.pause(reply.retry_after)
             return
@@ -108,20 +211,47 @@ class Sender:
         log.info("%s; retrying in %.1f s", reply.message, delay)
         self._sleep(delay)
 
-    def _give_up(self, batch: Batch, reply: Reply, report: SendReport) -> None:
+    def _give_up(self, reply: Reply) -> None:
         if reply.kind is ReplyKind.THROTTLED:
-            report.throttled += 1
-            self._record_not_sent(batch, report, f"still throttled (429) after {self._max_attempts} attempts")
+            with self._lock:
+                self._report.throttled += 1
+            self._stop_run(f"still throttled (429) after {self._max_attempts} attempts; the next run sends the rest")
         else:
-            report.stop_reason = f"{reply.message} after {self._max_attempts} attempts"
-            self._record_not_sent(batch, report, report.stop_reason)
+            self._stop_run(f"{reply.message} after {self._max_attempts} attempts")
 
-    def _record_rows(self, batch: Batch, reply: Reply, report: SendReport) -> None:
-        for row, result in zip(batch.rows, reply.rows, strict=True):
-            if result.outcome is Outcome.POSTED:
-                report.posted.append((row, result.activity_id))
-            else:
-                report.errors.append(self._row_error(row, result))
+    # --- bookkeeping: the report and the journal, shared by the workers
+
+    def _mark_sending(self, rows: list[PlannedRow]) -> None:
+        self._journal_write(rows, RowState.SENDING)
+
+    def _mark_pending(self, rows: list[PlannedRow]) -> None:
+        self._journal_write(rows, RowState.PENDING)
+
+    def _journal_write(self, rows: list[PlannedRow], state: RowState) -> None:
+        if self._journal is not None:
+            self._journal.record([(self._keys[row.source_row], row, state, None, None) for row in rows])
+
+    def _record(self, outcomes: list[tuple[PlannedRow, RowResult]]) -> None:
+        with self._lock:
+            fresh = [(row, result) for row, result in outcomes if row.source_row not in self._settled]
+            self._settled.update(row.source_row for row, _ in fresh)
+            for row, result in fresh:
+                if result.outcome is Outcome.POSTED:
+                    self._report.posted.append((row, result.activity_id))
+                else:
+                    self._report.errors.append(self._row_error(row, result))
+        if self._journal is not None and fresh:
+            self._journal.record([
+                (self._keys[row.source_row], row, _STATE_OF[result.outcome], result.activity_id, result.message)
+                for row, result in fresh
+            ])
+
+    def _record_not_sent(self, rows: Iterable[PlannedRow], reason: str) -> None:
+        with self._lock:
+            for row in rows:
+                if row.source_row not in self._settled:
+                    self._settled.add(row.source_row)
+                    self._report.errors.append(RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}"))
 
     def _row_error(self, row: PlannedRow, result: RowResult) -> RowError:
         message = result.message or result.outcome.value
@@ -129,6 +259,10 @@ class Sender:
             return RowError(row.source_row, Stage.UNKNOWN, message)
         return RowError(row.source_row, Stage.API, message, self._column_of(message))
 
-    def _record_not_sent(self, batch: Batch, report: SendReport, reason: str) -> None:
-        for row in batch.rows:
-            report.errors.append(RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}"))
+
+def _should_split(reply: Reply, rows: list[PlannedRow]) -> bool:
+    """A whole-call rejection that does not name the row, and is not about the opportunity."""
+    if not reply.whole_call or len(rows) < 2:
+        return False
+    message = (reply.rows[0].message or "").casefold()
+    return "opportunit" not in message and rows[0].opportunity_id.casefold() not in message
