@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from importer import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
@@ -61,14 +61,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="validate a sheet and post its rows to LeadSquared")
+    run = commands.add_parser("run", help="validate a sheet, check it against the account, post its rows")
     _add_input_options(run)
     _add_send_options(run)
+    _add_metadata_options(run)
     run.set_defaults(command=_cmd_run)
 
-    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet offline; sends nothing")
+    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet; sends nothing")
     _add_input_options(validate)
+    validate.add_argument("--online", action="store_true",
+                          help="also check keys, host, mapping and rows against the account (sends no activity)")
+    _add_send_options(validate)
+    _add_metadata_options(validate)
     validate.set_defaults(command=_cmd_validate)
+
+    check = commands.add_parser("check", help="check the API keys and host: whose keys, which API host")
+    _add_send_options(check)
+    _add_logging_options(check)
+    check.set_defaults(command=_cmd_check)
+
+    init = commands.add_parser("init-mapping", help="print a commented starter mapping guessed from a sheet")
+    init.add_argument("input", type=Path, help="the spreadsheet: .csv, .xlsx, .xlsm, .xls or .ods")
+    init.add_argument("--activity-event", required=True, help="activity event code (201) or name (\"Site Visit\")")
+    init.add_argument("--sheet", help="workbook sheet to read (default: the first)")
+    init.add_argument("--online", action="store_true",
+                      help="match columns to the activity type's fields by display name (needs keys and host)")
+    _add_send_options(init)
+    _add_metadata_options(init)
+    _add_logging_options(init)
+    init.set_defaults(command=_cmd_init_mapping)
 
     sandbox = commands.add_parser("sandbox", help="serve the local LeadSquared emulator")
     sandbox.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
@@ -103,6 +124,14 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-bundle", help="CA certificate file for a TLS-inspecting corporate proxy")
     parser.add_argument("--retries", type=int, default=7,
                         help="retries of a call that is safe to repeat (429, connection refused); default 7")
+
+
+def _add_metadata_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path,
+                        help="where the account's metadata is kept (default $LSQ_IMPORT_CACHE_DIR, else ~/.cache/lsq-import)")
+    parser.add_argument("--metadata-ttl", type=float, metavar="HOURS",
+                        help="reuse the kept metadata for this many hours (default 12; 0 fetches every time)")
+    parser.add_argument("--refresh-metadata", action="store_true", help="fetch the account's metadata again now")
 
 
 def _add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -141,9 +170,9 @@ def _show_progress(args: argparse.Namespace, err: TextIO) -> bool:
     return not args.no_progress and err.isatty()
 
 
-def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+def _connection(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """The ImportConfig keywords for talking to LeadSquared, from the send options and the environment."""
     from importer.client import HOST_ENV, Credentials
-    from importer.runner import run_import
     from importer.throttle import RateLimit
 
     host = args.host or env.get(HOST_ENV)
@@ -153,11 +182,38 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         raise UsageError("--timeout must be a positive number of seconds")
     if args.retries < 0:
         raise UsageError("--retries must be 0 or more")
-    config = _config(
-        args, host=host, credentials=Credentials.from_env(env), rate_limit=RateLimit.parse(args.rate_limit),
-        timeout=(min(10.0, args.timeout), args.timeout), ca_bundle=args.ca_bundle, max_attempts=args.retries + 1,
-        progress=_show_progress(args, err),
-    )
+    return {
+        "host": host, "credentials": Credentials.from_env(env), "rate_limit": RateLimit.parse(args.rate_limit),
+        "timeout": (min(10.0, args.timeout), args.timeout), "ca_bundle": args.ca_bundle,
+        "max_attempts": args.retries + 1,
+    }
+
+
+def _metadata_settings(args: argparse.Namespace, env: dict[str, str]):
+    from importer.metadata import DEFAULT_TTL_HOURS, MetadataSettings, default_cache_dir
+
+    ttl = DEFAULT_TTL_HOURS if args.metadata_ttl is None else args.metadata_ttl
+    if ttl < 0:
+        raise UsageError("--metadata-ttl must be 0 or more hours")
+    return MetadataSettings(args.cache_dir or default_cache_dir(env), ttl, args.refresh_metadata)
+
+
+def _open_client(args: argparse.Namespace, env: dict[str, str]):
+    """A client, the run's rate limiter and the attempts per call, for the commands that only read."""
+    from importer.client import LsqClient
+    from importer.throttle import RateLimiter
+
+    connection = _connection(args, env)
+    client = LsqClient(connection["host"], connection["credentials"], timeout=connection["timeout"],
+                       ca_bundle=connection["ca_bundle"])
+    return client, RateLimiter(connection["rate_limit"]), connection["max_attempts"]
+
+
+def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.runner import run_import
+
+    config = _config(args, **_connection(args, env), metadata=_metadata_settings(args, env),
+                     progress=_show_progress(args, err))
     result = run_import(config)
     _print_summary(result, args.input, out)
     if result.stop_reason:
@@ -168,13 +224,75 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
 def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
     from importer.runner import validate_file
 
-    result = validate_file(_config(args))
+    extra: dict[str, Any] = {}
+    if args.online:
+        extra = {**_connection(args, env), "metadata": _metadata_settings(args, env), "online": True}
+    else:
+        _note_named_event(args.mapping, err)
+    result = validate_file(_config(args, **extra))
     valid = result.rows_total - result.rows_failed
     print(f"{args.input}: {result.rows_total} rows, {valid} valid, {result.rows_failed} invalid", file=out)
     print(f"Would send {valid} activities in {result.calls} calls (nothing was sent)", file=out)
     if result.error_report:
         print(f"Error workbook: {result.error_report}", file=out)
     return int(result.exit_status)
+
+
+def _note_named_event(mapping_path: Path, err: TextIO) -> None:
+    from importer.mapping import load_mapping
+
+    name = load_mapping(mapping_path).activity_event.name
+    if name is not None:
+        print(f"lsq-import: note: activity_event.name '{name}' is looked up in the account only with --online; "
+              "the other columns are checked now", file=err)
+
+
+def _cmd_check(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.metadata import check_keys, region_problem
+
+    client, limiter, attempts = _open_client(args, env)
+    try:
+        identity = check_keys(client, limiter, attempts)
+    finally:
+        client.close()
+    print(f"Keys of {identity.user}" + (f", org {identity.org}" if identity.org else ""), file=out)
+    print(f"Account API host: {identity.api_host or '(not reported)'}", file=out)
+    problem = region_problem(identity, client.base_url)
+    if problem:
+        print(f"lsq-import: error: {problem}", file=err)
+        return int(ExitStatus.API_UNUSABLE)
+    print(f"OK: {client.base_url} accepts these keys", file=out)
+    return int(ExitStatus.OK)
+
+
+def _cmd_init_mapping(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.init_mapping import starter_mapping
+    from importer.loader import load_sheet
+
+    sheet = load_sheet(args.input, args.sheet)
+    text = args.activity_event.strip()
+    event: int | str = int(text) if text.isdigit() else text
+    activity = _online_activity(args, env, event) if args.online else None
+    starter = starter_mapping(sheet, event, activity)
+    out.write(starter.text)
+    for note in starter.notes:
+        print(f"lsq-import: note: {note}", file=err)
+    return int(ExitStatus.OK)
+
+
+def _online_activity(args: argparse.Namespace, env: dict[str, str], event: int | str):
+    from importer.metadata import open_account
+
+    client, limiter, attempts = _open_client(args, env)
+    try:
+        account = open_account(client, _metadata_settings(args, env), limiter=limiter, attempts=attempts)
+        try:
+            code = account.code_of(event)
+        except ValueError as exc:
+            raise UsageError(f"--activity-event: {exc}") from None
+        return account.activity(code)
+    finally:
+        client.close()
 
 
 def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:

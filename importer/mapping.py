@@ -63,6 +63,18 @@ class _Source(BaseModel):
 
 class EventSource(_Source):
     value: int | None = None  # type: ignore[assignment]
+    name: str | None = None  # an activity type's name, resolved to its code online (ActivityTypes.Get)
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        return ("column", "value", "name")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, name: str | None) -> str | None:
+        if name is not None and not name.strip():
+            raise ValueError("name must be an activity type's name, not blank")
+        return name.strip() if name is not None else None
 
 
 class TextSource(_Source):
@@ -238,6 +250,7 @@ _KNOWN_KEYS = {
     "fields": list(FieldSource.model_fields),
     "activity_datetime": list(DateTimeSource.model_fields),
     "note": list(NoteSource.model_fields),
+    "activity_event": list(EventSource.model_fields),
 }
 
 

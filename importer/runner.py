@@ -19,6 +19,7 @@ from importer.client import Credentials, LsqClient
 from importer.errors import ExitStatus, OutputError, UsageError
 from importer.loader import load_sheet
 from importer.mapping import Mapping, check_columns, load_mapping
+from importer.metadata import MetadataSettings, check_online, preflight
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
@@ -47,6 +48,8 @@ class ImportConfig:
     ca_bundle: str | None = None
     max_attempts: int = 8
     session: requests.Session | None = field(default=None, repr=False)
+    metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
+    online: bool = False  # validate_file: also check against the account (importer.metadata)
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
@@ -126,6 +129,8 @@ def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
     prepared = prepare(config)
+    if config.online:
+        prepared = check_online(config, prepared)
     result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches))
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
@@ -146,8 +151,10 @@ def run_import(config: ImportConfig) -> ImportResult:
         check_writable(config.summary_json)
     client = LsqClient(config.host, config.credentials, session=config.session,
                        timeout=config.timeout, ca_bundle=config.ca_bundle)
+    limiter = RateLimiter(config.rate_limit)
     try:
-        report = _send(config, prepared, client)
+        prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping and rows vs the account
+        report = _send(config, prepared, client, limiter)
     finally:
         if config.session is None:
             client.close()
@@ -156,8 +163,7 @@ def run_import(config: ImportConfig) -> ImportResult:
     return result
 
 
-def _send(config: ImportConfig, prepared: Prepared, client: LsqClient) -> SendReport:
-    limiter = RateLimiter(config.rate_limit)
+def _send(config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter) -> SendReport:
     with tqdm(total=len(prepared.batches), unit="call", disable=not config.progress, leave=False) as bar:
         sender = Sender(client, limiter, max_attempts=config.max_attempts,
                         column_of=_column_finder(prepared.mapping), on_batch_done=lambda batch: bar.update())

@@ -15,7 +15,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from importer.errors import MappingError
-from importer.mapping import FieldSource, Mapping, NoteSource, render_template, template_placeholders
+from importer.mapping import (
+    EventSource,
+    FieldSource,
+    FieldType,
+    Mapping,
+    NoteSource,
+    render_template,
+    template_placeholders,
+)
 from importer.records import ActivityBody, PlannedRow, RowError, Sheet, Stage
 
 Converter = Callable[[str], "str | None"]
@@ -28,6 +36,8 @@ _EXCEL_MANGLED = re.compile(r"^\d(\.\d+)?[eE]\+\d+$")
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 _WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The ActivityEvent of rows whose mapping names the event: importer.metadata resolves it online.
+UNRESOLVED_EVENT = 0
 
 
 @dataclass
@@ -57,6 +67,9 @@ def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "m
         column_name = mapping.column_for(key)
         if isinstance(source, NoteSource) and source.template is not None:
             converted = _template_column(sheet, source.template)
+        elif isinstance(source, EventSource) and source.name is not None:
+            converted = _Column(len(sheet))
+            converted.values = [str(UNRESOLVED_EVENT)] * len(sheet)
         else:
             convert = _converter(key, source)
             converted = _convert(sheet, key, source, convert, mapping_path)
@@ -77,17 +90,18 @@ def _converter(key: str, source: object) -> Converter:
         fmt, zone = source.format, source.timezone  # type: ignore[attr-defined]
         return lambda text: _datetime(text, fmt, zone)
     assert isinstance(source, FieldSource)
-    return _field_converter(source)
+    return converter_for(source.type, source.format, source.timezone)
 
 
-def _field_converter(source: FieldSource) -> Converter:
-    if source.type == "number":
+def converter_for(field_type: FieldType, fmt: str | None = None, zone: str | None = None) -> Converter:
+    """Trimmed text to the wire value of a field type, raising ValueError; ISO dates are always read."""
+    if field_type == "number":
         return _number
-    if source.type == "date":
-        return lambda text: _date(text, source.format)
-    if source.type == "datetime":
-        return lambda text: _datetime(text, source.format, source.timezone)
-    if source.type == "boolean":
+    if field_type == "date":
+        return lambda text: _date(text, fmt)
+    if field_type == "datetime":
+        return lambda text: _datetime(text, fmt, zone)
+    if field_type == "boolean":
         return _boolean
     return _text
 

@@ -155,8 +155,9 @@ BAD_KINDS = {
     "bad_channel": (
         "Channel",
         "Walk-in",
-        "api",
-        "LeadSquared rejects the row: Walk-in is not an option of Channel (mx_Custom_4)",
+        "validation",
+        "'Walk-in' is not an option of mx_Custom_4 (Channel): Branch, Online, Phone, Partner "
+        "(found by the check against the account's metadata before sending)",
     ),
     "unknown_opportunity": (
         "Opportunity ID",

@@ -93,3 +93,22 @@ def test_template_fills_columns_and_keeps_escaped_braces():
     template = "PAN {{ok}} for {Customer Name}: {Amount}"
     assert template_placeholders(template) == ["Customer Name", "Amount"]
     assert render_template(template, {"Customer Name": "Asha", "Amount": "12"}) == "PAN {ok} for Asha: 12"
+
+
+def test_mapping_event_by_name(tmp_path):
+    mapping = load_mapping(write_yaml(tmp_path, MINIMAL.replace("{value: 201}", '{name: " Site Visit "}')))
+    assert (mapping.activity_event.name, mapping.activity_event.value) == ("Site Visit", None)
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ('{name: "Site Visit", value: 202}', "'activity_event': give exactly one of column or value or name (got 2)"),
+        ('{name: "  "}', "'activity_event.name': name must be an activity type's name, not blank"),
+        ('{nmae: "Site Visit"}', "unknown key 'activity_event.nmae' (did you mean 'name'? allowed: column, value, name)"),
+    ],
+)
+def test_mapping_event_name_problems(tmp_path, event, message):
+    with pytest.raises(MappingError) as caught:
+        load_mapping(write_yaml(tmp_path, MINIMAL.replace("{value: 201}", event)))
+    assert message in str(caught.value)
