@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,8 +35,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
-    handler = _setup_logging(args, err)
+    handler: list[logging.Handler] = []
     try:
+        handler = _setup_logging(args, err)
         return int(args.command(args, env, out, err))
     except ImporterError as exc:
         print(f"lsq-import: error: {exc}", file=err)
@@ -63,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="validate a sheet, check it against the account, post its rows")
     _add_input_options(run)
+    run.set_defaults(input=None)
     _add_send_options(run)
+    _add_run_options(run)
     _add_metadata_options(run)
     run.set_defaults(command=_cmd_run)
 
@@ -126,6 +131,20 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
                         help="retries of a call that is safe to repeat (429, connection refused); default 7")
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="calls in flight at once, sharing the rate limit (default 4)")
+    parser.add_argument("--journal", type=Path,
+                        help="the run journal (default: one per input, mapping and host under "
+                             "$LSQ_IMPORT_STATE_DIR, else ~/.local/state/lsq-import/journals)")
+    parser.add_argument("--no-journal", action="store_true",
+                        help="keep no journal: nothing is skipped, unknown outcomes are not checked on the next run")
+    parser.add_argument("--resend", action="store_true",
+                        help="send every valid row again, even those the journal says were posted")
+    parser.add_argument("--archive", type=Path,
+                        help="move each fully processed input file (and its error workbook) into this folder")
+
+
 def _add_metadata_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path,
                         help="where the account's metadata is kept (default $LSQ_IMPORT_CACHE_DIR, else ~/.cache/lsq-import)")
@@ -137,15 +156,37 @@ def _add_metadata_options(parser: argparse.ArgumentParser) -> None:
 def _add_logging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("--log-file", type=Path, help="also write the log to this file")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="json: one JSON object per line on stderr and in the log file, and the "
+                             "summary as one JSON line on stdout")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     handlers: list[logging.Handler] = [logging.StreamHandler(err)]
     if args.log_file:
-        handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+        try:
+            handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"--log-file {args.log_file}: cannot be written ({exc.strerror})") from None
+    formatter = (JsonFormatter() if args.log_format == "json"
+                 else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(formatter)
         log.addHandler(handler)
     log.setLevel(level)
     return handlers
@@ -210,15 +251,81 @@ def _open_client(args: argparse.Namespace, env: dict[str, str]):
 
 
 def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from importer.runner import run_import
+    from importer.schedule import check_archive_dir, expand_inputs
 
-    config = _config(args, **_connection(args, env), metadata=_metadata_settings(args, env),
-                     progress=_show_progress(args, err))
+    pattern = str(args.input)
+    inputs = expand_inputs(pattern)
+    if not inputs:
+        print(f"lsq-import: no file matches '{pattern}': nothing to do", file=err)
+        return int(ExitStatus.OK)
+    if len(inputs) > 1 and (args.errors or args.journal):
+        raise UsageError("--errors and --journal name one file; with a pattern each input gets its own")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be 1 or more")
+    if args.archive:
+        check_archive_dir(args.archive)
+    connection = _connection(args, env)
+    summaries = []
+    worst = ExitStatus.OK
+    for path in inputs:
+        try:
+            status, summary = _run_one(args, path, env, connection, out=out, err=err)
+        except ImporterError as exc:  # this file is unusable; the others still run
+            if len(inputs) == 1:
+                raise
+            print(f"lsq-import: error: {exc}", file=err)
+            status, summary = exc.exit_status, {"input": str(path), "error": str(exc), "exit_code": int(exc.exit_status)}
+        summaries.append(summary)
+        worst = max(worst, status, key=_severity)
+        if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
+            break  # the account or the user said stop: the next file would stop too
+    if args.summary_json and len(inputs) > 1:
+        from importer.runner import write_json_atomically
+
+        write_json_atomically(args.summary_json, {"files": summaries, "exit_code": int(worst)})
+    return int(worst)
+
+
+def _severity(status: ExitStatus) -> int:
+    return [ExitStatus.OK, ExitStatus.ROWS_FAILED, ExitStatus.INPUT_ERROR, ExitStatus.API_UNUSABLE,
+            ExitStatus.INTERRUPTED].index(status)
+
+
+def _run_one(args: argparse.Namespace, path: Path, env: dict[str, str], connection: dict[str, Any], *,
+             out: TextIO, err: TextIO) -> tuple[ExitStatus, dict[str, object]]:
+    from importer.client import base_url
+    from importer.journal import default_journal_path
+    from importer.runner import ImportConfig, run_import
+    from importer.schedule import ERROR_REPORT_SUFFIX, archive_name, move_to_archive
+
+    started = datetime.now(timezone.utc)
+    archived = archive_name(path, args.archive, started) if args.archive else None
+    errors_path = args.errors or (archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None)
+    journal = args.journal or default_journal_path(path, args.mapping, base_url(connection["host"]), env)
+    config = ImportConfig(
+        input_path=path, mapping_path=args.mapping, sheet=args.sheet, batch_size=args.batch_size,
+        errors_path=errors_path, summary_json=args.summary_json if not _is_pattern(args) else None,
+        metadata=_metadata_settings(args, env), progress=_show_progress(args, err),
+        concurrency=args.concurrency, journal_path=journal, use_journal=not args.no_journal, resend=args.resend,
+        **connection,
+    )
+    if archived:
+        archived.parent.mkdir(parents=True, exist_ok=True)
     result = run_import(config)
-    _print_summary(result, args.input, out)
+    summary = {"input": str(path), **result.summary()}
+    settled = not (result.rows_unknown or result.rows_not_sent or result.stop_reason or result.interrupted)
+    if archived and settled:
+        summary["archived_to"] = str(move_to_archive(path, archived))
+    _print_summary(result, path, out, json_lines=args.log_format == "json", summary=summary)
     if result.stop_reason:
         print(f"lsq-import: error: {result.stop_reason}", file=err)
-    return int(result.exit_status)
+    return result.exit_status, summary
+
+
+def _is_pattern(args: argparse.Namespace) -> bool:
+    import glob
+
+    return glob.has_magic(str(args.input))
 
 
 def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
@@ -340,7 +447,11 @@ def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: T
     return int(ExitStatus.OK if result.exit_status in {ExitStatus.OK, ExitStatus.ROWS_FAILED} else result.exit_status)
 
 
-def _print_summary(result, input_path: Path, out: TextIO) -> None:
+def _print_summary(result, input_path: Path, out: TextIO, *, json_lines: bool = False,
+                   summary: dict[str, object] | None = None) -> None:
+    if json_lines:
+        print(json.dumps({"event": "summary", **(summary or result.summary())}, default=str), file=out)
+        return
     by_stage: dict[str, int] = {}
     for _row, stage in {(e.source_row, e.stage.value) for e in result.errors}:
         by_stage[stage] = by_stage.get(stage, 0) + 1
@@ -350,7 +461,8 @@ def _print_summary(result, input_path: Path, out: TextIO) -> None:
         f"  skipped   {result.rows_skipped:>7}  (already posted by an earlier run)" if result.rows_skipped else None,
         f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
         f"rejected by LeadSquared {by_stage.get('api', 0)})",
-        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown: check before re-sending)" if result.rows_unknown else None,
+        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown: the next run checks LeadSquared "
+        "before sending them again)" if result.rows_unknown else None,
         f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
         f"Calls: {result.calls} (throttled {result.throttled}, retries {result.retries}) in {result.elapsed_s:.1f} s",
         f"Error workbook: {result.error_report}" if result.error_report else "No errors: no error workbook written.",

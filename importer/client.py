@@ -19,7 +19,7 @@ import requests
 import urllib3
 
 from importer import __version__
-from importer.errors import ApiUnusableError, AuthError, ImporterError, UsageError
+from importer.errors import ApiUnusableError, AuthError, UsageError
 from importer.records import ActivityBody
 from importer.throttle import RateLimiter, Sleep, backoff_delay
 
@@ -32,10 +32,8 @@ SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a 
 HOST_ENV = "LSQ_HOST"
 
 
-class ReadError(ImporterError):
+class ReadError(ApiUnusableError):
     """A read-only call (metadata, activities of an opportunity) could not be answered."""
-
-    exit_status = ApiUnusableError.exit_status
 
 
 @dataclass(frozen=True)

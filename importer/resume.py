@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from importer.client import LsqClient, ReadError
 from importer.journal import Journal, RowKey, RowState
-from importer.records import ActivityBody, PlannedRow, RowError, Stage
 from importer.reconcile import assign, fetch_activities
+from importer.records import ActivityBody, PlannedRow, RowError, Stage
 from importer.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def resume(
             result.to_send.append(row)
     if to_check:
         log.info("%d rows have an unknown outcome from an earlier run: checking LeadSquared", len(to_check))
-        _check(journal, to_check, keys, client, limiter, result)
+        _check(journal, to_check, keys=keys, client=client, limiter=limiter, result=result)
     result.to_send.sort(key=lambda row: row.source_row)
     return result
 
@@ -59,6 +59,7 @@ def resume(
 def _check(
     journal: Journal,
     rows: list[PlannedRow],
+    *,
     keys: dict[int, RowKey],
     client: LsqClient,
     limiter: RateLimiter,

@@ -16,13 +16,15 @@ import requests
 from tqdm import tqdm
 
 from importer.client import Credentials, LsqClient
-from importer.errors import ExitStatus, OutputError, UsageError
+from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
+from importer.journal import Journal, RowKey, assign_keys, default_journal_path
 from importer.loader import load_sheet
 from importer.mapping import Mapping, check_columns, load_mapping
 from importer.metadata import MetadataSettings, check_online, preflight
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
+from importer.resume import Resume, resume
 from importer.sender import Sender, SendReport
 from importer.throttle import RateLimit, RateLimiter
 from importer.validate import Validated, validate_sheet
@@ -50,6 +52,10 @@ class ImportConfig:
     session: requests.Session | None = field(default=None, repr=False)
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (importer.metadata)
+    concurrency: int = 4  # workers sharing the rate limit (bench/ measures the choice)
+    journal_path: Path | None = None  # default: one per input, mapping and host (journal.default_journal_path)
+    use_journal: bool = True  # False: no journal, so no skipping of rows posted before
+    resend: bool = False  # send rows again even if the journal says they were posted
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
@@ -152,32 +158,63 @@ def run_import(config: ImportConfig) -> ImportResult:
     client = LsqClient(config.host, config.credentials, session=config.session,
                        timeout=config.timeout, ca_bundle=config.ca_bundle)
     limiter = RateLimiter(config.rate_limit)
+    journal = _open_journal(config, client.base_url) if config.use_journal else None
     try:
-        prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping and rows vs the account
-        report = _send(config, prepared, client, limiter)
+        try:
+            prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping and rows vs the account
+            keys = assign_keys(prepared.validated.rows) if journal else {}
+            resumed = (resume(journal, prepared.validated.rows, keys, client, limiter, resend=config.resend)
+                       if journal else Resume(to_send=list(prepared.validated.rows)))
+        except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
+            result = _stopped_before_sending(prepared, str(exc))
+            _finish(config, prepared.sheet, result, started)
+            return result
+        batches = plan_batches(resumed.to_send, config.batch_size)
+        report = _send(config, prepared.mapping, batches, client=client, limiter=limiter, journal=journal, keys=keys)
     finally:
+        if journal is not None:
+            journal.close()
         if config.session is None:
             client.close()
-    result = _result_of(prepared, report)
+    result = _result_of(prepared, report, resumed)
     _finish(config, prepared.sheet, result, started)
     return result
 
 
-def _send(config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter) -> SendReport:
-    with tqdm(total=len(prepared.batches), unit="call", disable=not config.progress, leave=False) as bar:
-        sender = Sender(client, limiter, max_attempts=config.max_attempts,
-                        column_of=_column_finder(prepared.mapping), on_batch_done=lambda batch: bar.update())
-        return sender.send(prepared.batches)
+def _open_journal(config: ImportConfig, base_url: str) -> Journal:
+    path = config.journal_path or default_journal_path(config.input_path, config.mapping_path, base_url, dict(os.environ))
+    journal = Journal.open(path, base_url)
+    log.info("journal: %s", path)
+    return journal
 
 
-def _result_of(prepared: Prepared, report: SendReport) -> ImportResult:
-    errors = prepared.validated.errors + report.errors
+def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, client: LsqClient,
+          limiter: RateLimiter, journal: Journal | None, keys: dict[int, RowKey]) -> SendReport:
+    with tqdm(total=len(batches), unit="call", disable=not config.progress, leave=False) as bar:
+        sender = Sender(client, limiter, concurrency=config.concurrency, max_attempts=config.max_attempts,
+                        column_of=_column_finder(mapping), journal=journal, keys=keys,
+                        on_batch_done=lambda batch: bar.update())
+        return sender.send(batches)
+
+
+def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:
+    rows = prepared.validated.rows
+    errors = [RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}") for row in rows]
+    result = ImportResult(rows_total=len(prepared.sheet), rows_failed=len(prepared.validated.failed_rows),
+                          rows_not_sent=len(rows), stop_reason=reason)
+    result.errors = prepared.validated.errors + errors
+    return result
+
+
+def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> ImportResult:
+    errors = prepared.validated.errors + resumed.errors + report.errors
     result = ImportResult(
         rows_total=len(prepared.sheet),
         rows_posted=len(report.posted),
         rows_failed=len(prepared.validated.failed_rows) + report.count(Stage.API),
-        rows_unknown=report.count(Stage.UNKNOWN),
+        rows_unknown=report.count(Stage.UNKNOWN) + len(resumed.errors),
         rows_not_sent=report.count(Stage.NOT_SENT),
+        rows_skipped=resumed.skipped,
         calls=report.calls,
         throttled=report.throttled,
         retries=report.retries,

@@ -169,7 +169,10 @@ def test_run_401_stops_at_once_with_exit_3(tmp_path, mapping, sandbox, env):
     assert sandbox.activities() == []
     assert sandbox.stats.bulk_calls == 0  # the pre-flight check (UserByAccessKey.Get) stops the run first
     assert [r.path for r in sandbox.request_log] == ["/v2/Authentication.svc/UserByAccessKey.Get"]
-    assert not (tmp_path / "t.errors.xlsx").exists()  # nothing was sent: re-run the same file
+    rows = error_rows(tmp_path / "t.errors.xlsx")  # every valid row is reported as not sent
+    assert [(r["Source Row"], r["Error Stage"]) for r in rows] == [(2, "not sent"), (3, "not sent")]
+    assert result.summary["rows_not_sent"] == 2
+    assert result.summary["exit_code"] == 3
     assert "Traceback" not in result.err
 
 
@@ -359,7 +362,9 @@ def test_run_unreachable_host_exits_3_and_reports_rows_not_sent(tmp_path, mappin
     assert result.code == 3, result.output
     assert f"cannot reach http://127.0.0.1:{port}" in result.err  # the pre-flight check, before any row
     assert "Traceback" not in result.err
-    assert not (tmp_path / "t.errors.xlsx").exists()
+    rows = error_rows(tmp_path / "t.errors.xlsx")
+    assert [(r["Source Row"], r["Error Stage"]) for r in rows] == [(2, "not sent"), (3, "not sent")]
+    assert result.summary["rows_not_sent"] == 2
 
 
 def test_sandbox_command_serves_and_prints_its_url_and_keys():
