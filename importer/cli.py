@@ -437,6 +437,7 @@ def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: T
             input_path=sample, mapping_path=mapping, host=sandbox.url,
             credentials=Credentials(sandbox.access_key, sandbox.secret_key), rate_limit=RateLimit(25, 1.0),
             errors_path=args.errors, progress=_show_progress(args, err),
+            use_journal=False,  # a fresh sandbox every time: there is nothing to resume
         )
         result = run_import(config)
         stored = len(sandbox.activities())
