@@ -279,7 +279,7 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         worst = max(worst, status, key=_severity)
         if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
             break  # the account or the user said stop: the next file would stop too
-    if args.summary_json and len(inputs) > 1:
+    if args.summary_json and _is_pattern(args):  # a pattern: one summary listing every file
         from importer.runner import write_json_atomically
 
         write_json_atomically(args.summary_json, {"files": summaries, "exit_code": int(worst)})
