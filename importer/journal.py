@@ -14,13 +14,14 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
 from importer.errors import ImporterError, UsageError
+from importer.gcpause import gc_paused
 from importer.records import ActivityBody, PlannedRow
 
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
@@ -68,12 +69,46 @@ def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
     """The content key of each row, by source row; identical rows get occurrences 0, 1, 2..."""
     seen: dict[str, int] = {}
     keys = {}
-    for row in rows:
-        digest = content_digest(row.opportunity_id, row.body)
-        occurrence = seen.get(digest, 0)
-        seen[digest] = occurrence + 1
-        keys[row.source_row] = RowKey(digest, occurrence)
+    with gc_paused():
+        for row in rows:
+            digest = content_digest(row.opportunity_id, row.body)
+            occurrence = seen.get(digest, 0)
+            seen[digest] = occurrence + 1
+            keys[row.source_row] = RowKey(digest, occurrence)
     return keys
+
+
+class KeysOnDemand(Mapping[int, RowKey]):
+    """The keys `assign_keys` gives, each computed when first asked for (thread-safe).
+
+    Against a journal that holds no rows nothing can be skipped, so a first run need not hash
+    every row before its first call (about 10 µs a row: 10 s for a million); the sender asks for
+    a row's key just before sending it, while it waits for the rate limit anyway. Occurrences are
+    counted in the order keys are first asked for, which gives `assign_keys`' numbering: identical
+    rows share their opportunity, whose rows the sender sends in input order.
+    """
+
+    def __init__(self, rows: Iterable[PlannedRow]) -> None:
+        self._rows = {row.source_row: row for row in rows}
+        self._keys: dict[int, RowKey] = {}
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, source_row: int) -> RowKey:
+        with self._lock:
+            key = self._keys.get(source_row)
+            if key is None:
+                row = self._rows[source_row]
+                digest = content_digest(row.opportunity_id, row.body)
+                key = self._keys[source_row] = RowKey(digest, self._seen.get(digest, 0))
+                self._seen[digest] = key.occurrence + 1
+            return key
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def default_journal_path(input_path: Path, mapping_path: Path, base_url: str, environ: dict[str, str]) -> Path:
@@ -221,6 +256,11 @@ class Journal:
                 "message = excluded.message, source_row = excluded.source_row, updated_at = excluded.updated_at",
                 values,
             )
+
+    def is_empty(self) -> bool:
+        """Whether no run has recorded a row here yet (so no row can be skipped)."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is None
 
     def known_activity_ids(self) -> set[str]:
         with self._lock:

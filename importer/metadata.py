@@ -476,7 +476,7 @@ class _ActivityChecker:
         """(column, message) of each problem; fixes the values that pass."""
         problems: list[tuple[str | None, str]] = []
         fields = body.get("Fields", [])
-        for item in fields:
+        for position, item in enumerate(fields):
             entry = self._fields.get(item["SchemaName"])
             if entry is None:
                 continue
@@ -486,7 +486,8 @@ class _ActivityChecker:
             if hit is None:
                 hit = memo[value] = self._run(check, value, item["SchemaName"], column)
             if hit[0]:
-                item["Value"] = hit[1]
+                if hit[1] != value:  # a new entry: validate shares one entry among the rows of a value
+                    fields[position] = {"SchemaName": item["SchemaName"], "Value": hit[1]}
             else:
                 problems.append((column, hit[1]))
         for schema_name, column, message in self._mandatory:

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from importer.client import Credentials, LsqClient
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
-from importer.journal import Journal, RowKey, assign_keys, default_journal_path
+from importer.gcpause import release as release_frozen
+from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
 from importer.loader import load_sheet
 from importer.mapping import Mapping, check_columns, load_mapping
 from importer.metadata import MetadataSettings, check_online, preflight
@@ -52,7 +53,7 @@ class ImportConfig:
     session: requests.Session | None = field(default=None, repr=False)
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (importer.metadata)
-    concurrency: int = 4  # workers sharing the rate limit (bench/ measures the choice)
+    concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
     journal_path: Path | None = None  # default: one per input, mapping and host (journal.default_journal_path)
     use_journal: bool = True  # False: no journal, so no skipping of rows posted before
     resend: bool = False  # send rows again even if the journal says they were posted
@@ -87,6 +88,7 @@ class ImportResult:
     error_report: Path | None = None
     stop_reason: str | None = None
     interrupted: bool = False
+    report_problem: str | None = None  # why the error workbook could not be written after sending
     errors: list[RowError] = field(default_factory=list, repr=False)
 
     @property
@@ -106,6 +108,8 @@ class ImportResult:
         data["elapsed_s"] = round(self.elapsed_s, 3)
         data["error_report"] = str(self.error_report) if self.error_report else None
         data["stop_reason"] = self.stop_reason
+        if self.report_problem:
+            data["error_report_problem"] = self.report_problem
         data["exit_code"] = int(self.exit_status)
         return data
 
@@ -126,6 +130,8 @@ def prepare(config: ImportConfig) -> Prepared:
     sheet = load_sheet(config.input_path, config.sheet)
     for note in sheet.notes:
         log.warning("%s: %s", config.input_path, note)
+    if not len(sheet):  # a quiet day's export: nothing to do, which is not an error
+        log.warning("%s: no data rows under the header: nothing to import", config.input_path)
     check_columns(mapping, sheet.headers, config.mapping_path)
     validated = validate_sheet(sheet, mapping, config.mapping_path)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
@@ -162,9 +168,11 @@ def run_import(config: ImportConfig) -> ImportResult:
     try:
         try:
             prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping and rows vs the account
-            keys = assign_keys(prepared.validated.rows) if journal else {}
-            resumed = (resume(journal, prepared.validated.rows, keys, client, limiter, resend=config.resend)
-                       if journal else Resume(to_send=list(prepared.validated.rows)))
+            rows = prepared.validated.rows
+            fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
+            keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
+            resumed = (Resume(to_send=list(rows)) if fresh
+                       else resume(journal, rows, keys, client, limiter, resend=config.resend))
         except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
             result = _stopped_before_sending(prepared, str(exc))
             _finish(config, prepared.sheet, result, started)
@@ -177,7 +185,7 @@ def run_import(config: ImportConfig) -> ImportResult:
         if config.session is None:
             client.close()
     result = _result_of(prepared, report, resumed)
-    _finish(config, prepared.sheet, result, started)
+    _finish(config, prepared.sheet, result, started, sent=True)
     return result
 
 
@@ -189,11 +197,20 @@ def _open_journal(config: ImportConfig, base_url: str) -> Journal:
 
 
 def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, client: LsqClient,
-          limiter: RateLimiter, journal: Journal | None, keys: dict[int, RowKey]) -> SendReport:
-    with tqdm(total=len(batches), unit="call", disable=not config.progress, leave=False) as bar:
+          limiter: RateLimiter, journal: Journal | None, keys: dict[int, RowKey] | KeysOnDemand) -> SendReport:
+    # The time left is the calls left at the rate limit, not the pace so far: the first window's
+    # calls go out at once, and the limit, not the network, sets the pace after that.
+    seconds_per_call = limiter.window / limiter.limit.calls
+    with tqdm(total=len(batches), unit="call", disable=not config.progress, leave=False,
+              postfix=tqdm.format_interval(len(batches) * seconds_per_call),
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]") as bar:
+        def on_batch_done(_batch: Batch) -> None:
+            bar.set_postfix_str(tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call), refresh=False)
+            bar.update()
+
         sender = Sender(client, limiter, concurrency=config.concurrency, max_attempts=config.max_attempts,
                         column_of=_column_finder(mapping), journal=journal, keys=keys,
-                        on_batch_done=lambda batch: bar.update())
+                        on_batch_done=on_batch_done)
         return sender.send(batches)
 
 
@@ -225,9 +242,19 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
     return result
 
 
-def _finish(config: ImportConfig, sheet: Sheet, result: ImportResult, started: float) -> None:
+def _finish(config: ImportConfig, sheet: Sheet, result: ImportResult, started: float, *, sent: bool = False) -> None:
     if result.errors:
-        result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
+        try:
+            result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
+        except OutputError as exc:
+            if not sent:
+                raise
+            # rows went out: the run's counts must still be told, and the journal lets a rerun
+            # (once there is space) skip what was posted and write the workbook
+            skip = ": rows already posted are skipped" if config.use_journal else " with the journal on"
+            result.report_problem = f"{exc}; run again to write it{skip}"
+            log.error("%s", result.report_problem)
+    release_frozen()  # the run is done with its rows: back in reach of the cycle collector (gcpause)
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
         write_json_atomically(config.summary_json, result.summary())

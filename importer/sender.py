@@ -13,7 +13,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from importer.client import UNKNOWN_ADVICE, LsqClient, Outcome, Reply, ReplyKind, RowResult
@@ -63,7 +63,7 @@ class Sender:
         rng: random.Random | None = None,
         column_of: ColumnOf = lambda message: None,
         journal: Journal | None = None,
-        keys: dict[int, RowKey] | None = None,
+        keys: Mapping[int, RowKey] | None = None,
         on_batch_done: Callable[[Batch], None] = lambda batch: None,
     ) -> None:
         self._client = client

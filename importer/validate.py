@@ -1,7 +1,8 @@
 """Turn each sheet row into an activity body, or into row errors naming the column and value.
 
-Work is done column by column with a memo of each column's distinct values: a spreadsheet
-repeats its owners, dates and dropdown values, so most cells cost one dictionary lookup.
+Work is done column by column, once per distinct value: pandas numbers a column's distinct cells
+in C, each is converted once (date-times of a whole column at once, see `importer.datetimes`),
+and numpy spreads the results back over the rows. Only building each row's body is per-row work.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import pandas as pd
+
+from importer import datetimes
 from importer.errors import MappingError
+from importer.gcpause import gc_paused
 from importer.mapping import (
     EventSource,
     FieldSource,
@@ -24,15 +30,27 @@ from importer.mapping import (
     render_template,
     template_placeholders,
 )
-from importer.records import ActivityBody, PlannedRow, RowError, Sheet, Stage
+from importer.records import ActivityBody, FieldValue, PlannedRow, RowError, Sheet, Stage
 
 Converter = Callable[[str], "str | None"]
+# Many distinct cells at once to their values, None where the one-by-one Converter must decide.
+BulkConverter = Callable[[list[str]], "list[str | None]"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _GROUPED_NUMBER = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 # Excel shows long numeric IDs like 123456789012345678 as 1.23457E+17 and saves that text.
 _EXCEL_MANGLED = re.compile(r"^\d(\.\d+)?[eE]\+\d+$")
+# A date Excel saved as its serial number: 20000 to 80000 is 1954-10-03 to 2119-01-10.
+_EXCEL_SERIAL = re.compile(r"^\d{5}(\.\d+)?$")
+_SERIAL_RANGE = (20000, 80000)
+_EXCEL_EPOCH = datetime(1899, 12, 30)
+_MIN_YEAR = 1900
+_MAX_DIGITS = 30  # before or after the decimal point
+# A number already as `_number` writes it (ASCII digits: \d takes any script's), within _MAX_DIGITS.
+_PLAIN_DECIMAL = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})(\.[0-9]{{1,{_MAX_DIGITS}}})?\Z")
+# Zero-width characters that text copied from web pages and PDFs carries around values.
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 _WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -53,11 +71,28 @@ class Validated:
 
 
 class _Column:
-    """One converted target: a value (or None: not sent) per row, and errors by row index."""
+    """One converted target: row i's value is `distinct[codes[i]]` (None: not sent); errors by row.
 
-    def __init__(self, size: int) -> None:
-        self.values: list[str | None] = [None] * size
-        self.errors: dict[int, str] = {}
+    Keeping the distinct values lets later per-value work (a field entry, an event code) stay
+    per value too.
+    """
+
+    def __init__(self, distinct: list[object], codes: np.ndarray, errors: dict[int, str] | None = None) -> None:
+        self.distinct = np.empty(len(distinct), dtype=object)
+        self.distinct[:] = distinct
+        self.codes = codes
+        self.errors = errors or {}
+
+    @classmethod
+    def constant(cls, value: str | None, size: int) -> _Column:
+        return cls([value], np.zeros(size, dtype=np.intp))
+
+    def values(self, rows: np.ndarray) -> list[str | None]:
+        return self.distinct[self.codes[rows]].tolist()  # type: ignore[no-any-return]
+
+    def per_value(self, distinct: list[object], rows: np.ndarray) -> list[object]:
+        """For each of `rows`, the item of `distinct` (one per distinct value) standing for its value."""
+        return _Column(distinct, self.codes).values(rows)  # type: ignore[return-value]
 
 
 def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "mapping") -> Validated:
@@ -68,13 +103,12 @@ def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "m
         if isinstance(source, NoteSource) and source.template is not None:
             converted = _template_column(sheet, source.template)
         elif isinstance(source, EventSource) and source.name is not None:
-            converted = _Column(len(sheet))
-            converted.values = [str(UNRESOLVED_EVENT)] * len(sheet)
+            converted = _Column.constant(str(UNRESOLVED_EVENT), len(sheet))
         else:
             convert = _converter(key, source)
             converted = _convert(sheet, key, source, convert, mapping_path)
         targets[key] = (column_name, converted)
-    return _assemble(sheet, mapping, targets)
+    return _reject_unknown_cells(sheet, mapping, _assemble(sheet, mapping, targets))
 
 
 def _converter(key: str, source: object) -> Converter:
@@ -103,17 +137,16 @@ def converter_for(field_type: FieldType, fmt: str | None = None, zone: str | Non
         return lambda text: _datetime(text, fmt, zone)
     if field_type == "boolean":
         return _boolean
-    return _text
+    return _field_text
 
 
 _REQUIRED = {"opportunity_id", "owner_email", "activity_event"}
+_BULK_FROM = 200  # distinct cells below which a whole-column path costs more than it saves
 
 
 def _convert(
     sheet: Sheet, key: str, source: object, convert: Converter, mapping_path: str | Path
 ) -> _Column:
-    size = len(sheet)
-    out = _Column(size)
     required = key in _REQUIRED or (isinstance(source, FieldSource) and source.required)
     default = getattr(source, "default", None)
     if getattr(source, "column", None) is None:
@@ -122,28 +155,64 @@ def _convert(
             constant = _convert_one(value, convert, required, default)
         except ValueError as exc:
             raise MappingError(mapping_path, f"'{key}.value': {exc}") from None
-        out.values = [constant] * size
-        return out
-    memo: dict[str, tuple[bool, str | None]] = {}
-    raw_cells = sheet.frame[source.column.strip()].tolist()  # type: ignore[attr-defined]
-    values = out.values
-    for index, raw in enumerate(raw_cells):
-        hit = memo.get(raw)
-        if hit is None:
-            try:
-                hit = (True, _convert_one(raw, convert, required, default))
-            except ValueError as exc:
-                hit = (False, str(exc))
-            memo[raw] = hit
-        if hit[0]:
-            values[index] = hit[1]
-        else:
-            out.errors[index] = hit[1]  # type: ignore[assignment]
-    return out
+        return _Column.constant(constant, len(sheet))
+    # pandas numbers the distinct cells in C, and each distinct cell is converted once.
+    cells = sheet.frame[source.column.strip()].to_numpy(dtype=object)  # type: ignore[attr-defined]
+    codes, distinct = pd.factorize(cells, use_na_sentinel=False)
+    converted, failures = _convert_distinct(distinct.tolist(), convert, required, default, _bulk_converter(key, source))
+    errors = {}
+    if failures:
+        failed = np.zeros(len(converted), dtype=bool)
+        failed[list(failures)] = True
+        errors = {int(index): failures[codes[index]] for index in np.flatnonzero(failed[codes])}
+    return _Column(converted, codes, errors)  # type: ignore[arg-type]
+
+
+def _convert_distinct(
+    cells: list[str], convert: Converter, required: bool, default: object, bulk: BulkConverter | None
+) -> tuple[list[str | None], dict[int, str]]:
+    """The value of each distinct cell, and the error of each that fails, by position."""
+
+    def attempt(raw: str) -> str | _Failure | None:
+        try:
+            return _convert_one(raw, convert, required, default)
+        except ValueError as exc:
+            return _Failure(str(exc))
+
+    if bulk is not None and len(cells) >= _BULK_FROM:
+        results = [attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)]
+    else:
+        results = list(map(attempt, cells))  # the tightest loop Python has: millions of cells go through it
+    failures = {index: result.message for index, result in enumerate(results) if type(result) is _Failure}
+    for index in failures:
+        results[index] = None
+    return results, failures  # type: ignore[return-value]
+
+
+class _Failure:
+    """A cell's conversion error, returned rather than raised inside a tight loop."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _bulk_converter(key: str, source: object) -> BulkConverter | None:
+    """A whole-column path for the types whose distinct values grow with the rows: date-times."""
+    if key == "activity_datetime":
+        fmt, zone = source.format, source.timezone  # type: ignore[attr-defined]
+        return lambda cells: datetimes.wire_values(cells, fmt, zone, date_only=False)
+    if isinstance(source, FieldSource) and source.type in ("date", "datetime"):
+        fmt, zone, date_only = source.format, source.timezone, source.type == "date"
+        return lambda cells: datetimes.wire_values(cells, fmt, zone, date_only=date_only)
+    return None
 
 
 def _convert_one(raw: str, convert: Converter, required: bool, default: object) -> str | None:
     text = raw.strip()
+    if text and (text[0] in _INVISIBLE or text[-1] in _INVISIBLE):  # pasted from the web or a PDF
+        text = text.strip(_INVISIBLE + " \t\r\n\xa0")
     if not text and default is not None:
         text = _scalar_text(default)
     if not text:
@@ -154,14 +223,22 @@ def _convert_one(raw: str, convert: Converter, required: bool, default: object) 
 
 
 def _template_column(sheet: Sheet, template: str) -> _Column:
+    """The rendered template per row, rendered once per distinct combination of its cells."""
     names = list(dict.fromkeys(name.strip() for name in template_placeholders(template)))
-    out = _Column(len(sheet))
-    columns = [sheet.frame[name].tolist() for name in names]
-    for index, cells in enumerate(zip(*columns, strict=True)):
+    if not names:
+        return _Column.constant(render_template(template, {}).strip(), len(sheet))
+    codes = np.zeros(len(sheet), dtype=np.int64)
+    for name in names:  # number each distinct combination of the cells so far
+        column_codes, distinct = pd.factorize(sheet.frame[name].to_numpy(dtype=object), use_na_sentinel=False)
+        codes, _ = pd.factorize(codes * len(distinct) + column_codes)
+    first_rows = np.unique(codes, return_index=True)[1]
+    columns = [sheet.frame[name].to_numpy(dtype=object)[first_rows] for name in names]
+    rendered: list[str | None] = []
+    for cells in zip(*columns, strict=True):
         stripped = [cell.strip() for cell in cells]
-        if any(stripped) or not names:
-            out.values[index] = render_template(template, dict(zip(names, stripped, strict=True))).strip()
-    return out
+        rendered.append(render_template(template, dict(zip(names, stripped, strict=True))).strip()
+                        if any(stripped) else None)
+    return _Column(rendered, codes)  # type: ignore[arg-type]
 
 
 def _assemble(
@@ -177,29 +254,70 @@ def _assemble(
             bad.setdefault(index, []).append(error if column_name else _named(error, label))
     for index in sorted(bad):
         result.errors.extend(bad[index])
+    keep = np.ones(len(sheet), dtype=bool)
+    keep[list(bad)] = False
+    kept = np.flatnonzero(keep)
 
-    def values(key: str) -> list[str | None]:
-        return targets[key][1].values if key in targets else [None] * len(sheet)
+    def values(key: str) -> list[str | None]:  # of the rows kept
+        return targets[key][1].values(kept) if key in targets else [None] * len(kept)
 
-    opportunity, owner, event = values("opportunity_id"), values("owner_email"), values("activity_event")
-    note, when = values("note"), values("activity_datetime")
-    field_columns = [(name[len("fields."):], targets[name][1].values) for name in targets if name.startswith("fields.")]
+    event = targets["activity_event"][1]
+    events = event.per_value([None if text is None else int(text) for text in event.distinct.tolist()], kept)
+    fields = [_field_entries(name[len("fields."):], column, kept)
+              for name, (_, column) in targets.items() if name.startswith("fields.")]
+    columns = [np.asarray(source_rows)[kept].tolist(), values("opportunity_id"), events,
+               values("owner_email"), values("note"), values("activity_datetime"), _field_lists(fields, len(kept))]
     skip_dropdowns = mapping.skip_dropdown_validation
-    for index, source_row in enumerate(source_rows):
-        if index in bad:
-            continue
-        body: ActivityBody = {"ActivityEvent": int(event[index]), "ActivityOwnerEmail": owner[index]}  # type: ignore[arg-type,typeddict-item]
-        if note[index] is not None:
-            body["ActivityNote"] = note[index]  # type: ignore[typeddict-item]
-        if when[index] is not None:
-            body["ActivityDateTime"] = when[index]  # type: ignore[typeddict-item]
-        fields = [{"SchemaName": name, "Value": col[index]} for name, col in field_columns if col[index] is not None]
-        if fields:
-            body["Fields"] = fields  # type: ignore[typeddict-item]
-        if skip_dropdowns:
-            body["ValidateDropDownOptions"] = True
-        result.rows.append(PlannedRow(source_row, opportunity[index], body))  # type: ignore[arg-type]
+    rows = result.rows
+    with gc_paused():
+        for source_row, opportunity, event, owner, note, when, fields in zip(*columns, strict=True):
+            body: ActivityBody = {"ActivityEvent": event, "ActivityOwnerEmail": owner}
+            if note is not None:
+                body["ActivityNote"] = note
+            if when is not None:
+                body["ActivityDateTime"] = when
+            if fields:
+                body["Fields"] = fields
+            if skip_dropdowns:
+                body["ValidateDropDownOptions"] = True
+            rows.append(PlannedRow(source_row, opportunity, body))
     return result
+
+
+def _field_entries(schema_name: str, column: _Column, rows: np.ndarray) -> list[object]:
+    """The `Fields` entry of each of `rows`: one per distinct value, shared by the rows that have it."""
+    with gc_paused():
+        entries = [None if value is None else {"SchemaName": schema_name, "Value": value}
+                   for value in column.distinct.tolist()]
+        return column.per_value(entries, rows)
+
+
+def _field_lists(columns: list[list[object]], size: int) -> list[list[FieldValue]]:
+    """Each row's `Fields`, from the field entries of each column (one entry per distinct value).
+
+    An entry is shared by every row with that value, so it must never be changed in place.
+    """
+    if not columns:
+        return [[]] * size
+    with gc_paused():
+        return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]  # type: ignore[misc]
+
+
+def _reject_unknown_cells(sheet: Sheet, mapping: Mapping, validated: Validated) -> Validated:
+    """A row that uses a cell whose value is unknown (`Sheet.cell_problems`) fails, never sent without it."""
+    used = {column for _key, source in mapping.targets() for column in source.columns()}
+    present = set(sheet.source_rows)
+    errors = [
+        RowError(row, Stage.VALIDATION, problem, column)
+        for column in sorted(used & sheet.cell_problems.keys())
+        for row, problem in sheet.cell_problems[column].items()
+        if row in present
+    ]
+    if errors:
+        failed = {error.source_row for error in errors}
+        validated.rows = [row for row in validated.rows if row.source_row not in failed]
+        validated.errors = sorted(validated.errors + errors, key=lambda error: error.source_row)
+    return validated
 
 
 def _named(error: RowError, label: str) -> RowError:
@@ -225,10 +343,32 @@ def _opportunity_id(text: str) -> str:
     return text
 
 
+def _field_text(text: str) -> str:
+    """A text custom field: often an ID, so Excel's scientific notation is caught as for opportunities."""
+    if _EXCEL_MANGLED.match(text):
+        raise ValueError(
+            f"'{text}' looks corrupted by Excel (a long number shown in scientific notation): "
+            "its last digits are lost; format the column as Text in Excel and type them again"
+        )
+    return text
+
+
 def _email(text: str) -> str:
     if not _EMAIL.match(text):
-        raise ValueError(f"not a valid email address: '{text}'")
+        raise ValueError(f"not a valid email address: '{text}'{_email_hint(text)}")
     return text.lower()
+
+
+def _email_hint(text: str) -> str:
+    if text.endswith("."):
+        return " (it ends with a '.')"
+    if text.count("@") != 1:
+        return " (an address has exactly one '@')"
+    if any(character.isspace() for character in text):
+        return " (it contains a space)"
+    if ".." in text.partition("@")[2] or text.partition("@")[2].startswith("."):
+        return " (the part after '@' has an empty name between dots)"
+    return ""
 
 
 def _event_code(text: str) -> str:
@@ -238,6 +378,8 @@ def _event_code(text: str) -> str:
 
 
 def _number(text: str) -> str:
+    if _PLAIN_DECIMAL.match(text):  # already how Decimal writes it: most cells of a number column
+        return text
     candidate = text.replace(",", "") if _GROUPED_NUMBER.match(text) else text
     if not _NUMBER.match(candidate):
         raise ValueError(f"not a number: '{text}'")
@@ -245,6 +387,9 @@ def _number(text: str) -> str:
         number = Decimal(candidate)
     except InvalidOperation:
         raise ValueError(f"not a number: '{text}'") from None
+    if number.adjusted() > _MAX_DIGITS or number.as_tuple().exponent < -_MAX_DIGITS:  # type: ignore[operator]
+        # written out, '1e999999999' is a billion digits: refuse it before it is
+        raise ValueError(f"not a number a field can hold: '{text}' has more than {_MAX_DIGITS} digits written out")
     return format(number, "f")
 
 
@@ -258,7 +403,14 @@ def _boolean(text: str) -> str:
 
 
 def parse_datetime(text: str, fmt: str | None) -> datetime:
-    """Parse with the mapping's format first, then ISO (how Excel date cells are read)."""
+    """Parse with the mapping's format first, then ISO (how Excel date cells are read), then a serial."""
+    moment = _parse_any(text, fmt)
+    if moment.year < _MIN_YEAR:  # a typo ('0024-03-26') or Excel's day zero; and %Y would not pad it
+        raise ValueError(f"the year {moment.year} is not plausible: '{text}'")
+    return moment
+
+
+def _parse_any(text: str, fmt: str | None) -> datetime:
     if fmt:
         try:
             return datetime.strptime(text, fmt)
@@ -267,8 +419,16 @@ def parse_datetime(text: str, fmt: str | None) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        expected = f"'{fmt}' or ISO" if fmt else "ISO (YYYY-MM-DD HH:MM:SS)"
-        raise ValueError(f"not a date in the format {expected}: '{text}'") from None
+        pass
+    if _EXCEL_SERIAL.match(text) and _SERIAL_RANGE[0] <= float(text) < _SERIAL_RANGE[1]:
+        # a date cell saved as a number (Excel's "General" format): days since 1899-12-30
+        return _round_to_second(_EXCEL_EPOCH + timedelta(days=float(text)))
+    expected = f"'{fmt}' or ISO" if fmt else "ISO (YYYY-MM-DD HH:MM:SS)"
+    raise ValueError(f"not a date in the format {expected}: '{text}'")
+
+
+def _round_to_second(moment: datetime) -> datetime:
+    return (moment + timedelta(microseconds=500_000)).replace(microsecond=0)
 
 
 def _date(text: str, fmt: str | None) -> str:
@@ -279,4 +439,7 @@ def _datetime(text: str, fmt: str | None, zone: str | None) -> str:
     moment = parse_datetime(text, fmt)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(zone) if zone else timezone.utc)
-    return moment.astimezone(timezone.utc).strftime(_WIRE_FORMAT)
+    try:
+        return moment.astimezone(timezone.utc).strftime(_WIRE_FORMAT)
+    except OverflowError:
+        raise ValueError(f"'{text}' is out of range once converted to UTC") from None

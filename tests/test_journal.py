@@ -5,7 +5,14 @@ import sqlite3
 import pytest
 
 from importer.errors import UsageError
-from importer.journal import Journal, JournalBusyError, RowState, assign_keys, default_journal_path
+from importer.journal import (
+    Journal,
+    JournalBusyError,
+    KeysOnDemand,
+    RowState,
+    assign_keys,
+    default_journal_path,
+)
 from importer.records import PlannedRow
 
 HOST = "https://api-in21.leadsquared.com"
@@ -85,3 +92,23 @@ def test_default_journal_path_is_per_input_mapping_and_host(tmp_path):
     assert a == default_journal_path(tmp_path / "visits.xlsx", tmp_path / "m.yaml", HOST, env)
     assert a != default_journal_path(tmp_path / "visits.xlsx", tmp_path / "other.yaml", HOST, env)
     assert a != default_journal_path(tmp_path / "visits.xlsx", tmp_path / "m.yaml", "http://127.0.0.1:1", env)
+
+
+def test_keys_on_demand_number_rows_as_assign_keys_when_asked_in_sending_order():
+    rows = [planned(2, "A"), planned(3, "B"), planned(4, "A"), planned(5, "A", note="x"), planned(6, "B"),
+            planned(7, "A")]
+    expected = assign_keys(rows)
+    lazy = KeysOnDemand(rows)
+    # the sender sends opportunity B's rows first here, each opportunity's rows in input order
+    sending_order = [3, 6, 2, 4, 5, 7]
+    assert [lazy[n] for n in sending_order] == [expected[n] for n in sending_order]
+    assert lazy[2] is lazy[2]  # asked again (a retry, then the outcome): the same key
+    assert dict(lazy) == expected
+
+
+def test_journal_is_empty_until_a_row_is_recorded(tmp_path):
+    rows = [planned(2)]
+    with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
+        assert journal.is_empty()
+        journal.record([(assign_keys(rows)[2], rows[0], RowState.SENDING, None, None)])
+        assert not journal.is_empty()

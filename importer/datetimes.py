@@ -1,0 +1,134 @@
+"""Dates and date-times of a whole column at once, with the results of parsing them one by one.
+
+A column of activity times has almost as many distinct values as rows, and `datetime.strptime`
+plus a time-zone conversion costs about 15 µs a value in Python. pandas parses and converts them
+all at once, but reads some text differently (a negative year, a 60th second), so a value is
+only taken here when it is exactly the text strftime gives back for the moment parsed: for such
+zero-padded text `validate.parse_datetime` reads the same moment. Everything else (single
+digits, Unicode digits, local times that a DST change skips or repeats) is left as None for the
+one-by-one path, which also words the errors.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_DIRECTIVE = re.compile(r"%(.)")
+_NUMERIC_DIRECTIVES = frozenset("YmdHMS%")
+# Literal characters a format may have around its directives (a space only inside).
+_PLAIN_LITERALS = re.compile(r"[0-9A-Za-z/\-:., T]*")
+# How ISO text reads (and how the loader writes an Excel date cell): fromisoformat reads these.
+_ISO_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_ISO_CHARACTERS = frozenset("0123456789-: ")
+
+
+def wire_values(texts: list[str], fmt: str | None, zone: str | None, *, date_only: bool) -> list[str | None]:
+    """The wire value of each trimmed text, or None where only the one-by-one path can decide."""
+    series = pd.Series(texts, dtype=object)
+    moments = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us]")
+    for candidate in _formats(fmt):
+        todo = moments.isna()
+        if not todo.any():
+            break
+        moments[todo] = _parse_exactly(series[todo], candidate)
+    if date_only:
+        wire = moments.dt.strftime("%Y-%m-%d 00:00:00")
+    else:
+        if zone:  # NaT where the local time is skipped or repeated by a DST change
+            local = moments.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+            moments = local.dt.tz_convert("UTC").dt.tz_localize(None)
+        wire = moments.dt.strftime(WIRE_FORMAT)
+    return [value if isinstance(value, str) else None for value in wire.tolist()]
+
+
+def _formats(fmt: str | None) -> list[str]:
+    """The formats to try, in the order `parse_datetime` tries them: the mapping's, then ISO."""
+    if fmt is None:
+        return list(_ISO_FORMATS)
+    formats = [fmt] if _is_plain(fmt) else []
+    if _rules_out_iso(fmt):  # ISO text can never match fmt, so parse_datetime falls back to ISO
+        formats.extend(_ISO_FORMATS)
+    return formats
+
+
+def _is_plain(fmt: str) -> bool:
+    """Only zero-paddable numeric directives, and literals that cannot meet whitespace rules."""
+    if not set(_DIRECTIVE.findall(fmt)) <= _NUMERIC_DIRECTIVES:
+        return False
+    literals = _DIRECTIVE.sub("", fmt)
+    return fmt == fmt.strip() and _PLAIN_LITERALS.fullmatch(literals) is not None
+
+
+def _rules_out_iso(fmt: str) -> bool:
+    """Whether fmt has a literal character that ISO text never holds (`%d/%m/%Y` has '/')."""
+    literals = _DIRECTIVE.sub("", fmt.replace("%%", "/"))
+    return any(character not in _ISO_CHARACTERS for character in literals)
+
+
+def _parse_exactly(texts: pd.Series, fmt: str) -> pd.Series:
+    """Moments of the texts that are exactly their own strftime(fmt) rendering; NaT for the rest."""
+    layout = _fixed_layout(fmt)
+    if layout is not None:
+        return pd.Series(_parse_fixed(texts.tolist(), layout), index=texts.index)
+    parsed = pd.to_datetime(texts, format=fmt, errors="coerce").astype("datetime64[us]")
+    # validate refuses years before 1900; a year short of 9999 cannot overflow when made UTC
+    exact = parsed.notna() & parsed.dt.year.between(1900, 9998)
+    exact &= parsed.dt.strftime(fmt) == texts
+    return parsed.where(exact)
+
+
+def _fixed_layout(fmt: str) -> list[tuple[str, int]] | None:
+    """fmt as (directive or literal, width) when a zero-padded rendering has one fixed width."""
+    layout: list[tuple[str, int]] = []
+    for match in re.finditer(r"%(.)|([^%])", fmt):
+        directive, literal = match.groups()
+        if literal is not None or directive == "%":
+            layout.append(("", ord(literal or "%")))
+        elif directive in _WIDTHS:
+            layout.append((directive, _WIDTHS[directive]))
+        else:
+            return None
+    directives = [name for name, _ in layout if name]
+    return layout if "Y" in directives and len(directives) == len(set(directives)) else None
+
+
+_WIDTHS = {"Y": 4, "m": 2, "d": 2, "H": 2, "M": 2, "S": 2}
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _parse_fixed(texts: list[str], layout: list[tuple[str, int]]) -> np.ndarray:
+    """What `_parse_exactly` gives, by numpy arithmetic on the characters: for a fixed-width
+    rendering, being exactly strftime's text means ASCII digits where the fields are, the literals
+    where they are, and each field within its range."""
+    width = sum(1 if not name else size for name, size in layout)
+    count = len(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+    chars = np.array(texts, dtype=f"<U{width}").view(np.uint32).reshape(count, width)
+    exact = lengths == width
+    fields = {"m": 1, "d": 1, "H": 0, "M": 0, "S": 0}
+    at = 0
+    for name, size in layout:
+        if not name:
+            exact &= chars[:, at] == size
+            at += 1
+            continue
+        digits = chars[:, at : at + size].astype(np.int64) - ord("0")
+        exact &= ((digits >= 0) & (digits <= 9)).all(axis=1)
+        fields[name] = digits @ (10 ** np.arange(size - 1, -1, -1))
+        at += size
+    year, month, day = fields["Y"], np.asarray(fields["m"]), np.asarray(fields["d"])
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + ((month == 2) & leap)
+    exact &= (year >= 1900) & (year <= 9998) & month_ok & (day >= 1) & (day <= days)
+    exact &= (np.asarray(fields["H"]) <= 23) & (np.asarray(fields["M"]) <= 59) & (np.asarray(fields["S"]) <= 59)
+    year, month, day = np.where(exact, year, 1970), np.where(exact, month, 1), np.where(exact, day, 1)
+    dates = ((year - 1970) * 12 + month - 1).astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
+    seconds = np.asarray(fields["H"]) * 3600 + np.asarray(fields["M"]) * 60 + np.asarray(fields["S"])
+    moments = dates.astype("datetime64[us]") + (seconds * 1_000_000).astype("timedelta64[us]")
+    moments[~exact] = np.datetime64("NaT")
+    return moments

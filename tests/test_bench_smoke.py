@@ -1,0 +1,27 @@
+"""The benchmark still runs: `bench/run.py --quick` on tiny inputs. Timing is checked by the bench itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_bench_quick_run_measures_everything_it_reports(tmp_path):
+    figures = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(figures)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "XLSX reading:" in result.stdout
+    assert "achieved rate / limit" in result.stdout
+    measured = json.loads(figures.read_text())
+    assert {item["key"] for item in measured["validate"]} == {"csv", "xlsx", "read", "read-openpyxl"}
+    assert all(item["seconds"] > 0 and item["peak_mb"] > 0 for item in measured["validate"])
+    [send] = measured["send"]
+    assert send["exit_code"] == 0
+    assert send["posted"] == send["rows"]  # every row arrived, whatever was throttled
+    assert send["calls"] >= send["minimum"]
