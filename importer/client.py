@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,6 +31,7 @@ WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
+_HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a key is made of
 
 
 class ReadError(ApiUnusableError):
@@ -51,6 +53,12 @@ class Credentials:
                 f"{' and '.join(missing)} not set: export your LeadSquared API keys "
                 "(Settings > API and Webhooks > API Access Keys) in the environment"
             )
+        for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV):
+            if not _HEADER_SAFE.fullmatch(environ[name].strip()):  # the message must not show the key
+                raise UsageError(
+                    f"{name} holds a character an HTTP header cannot carry (a space, a line break, a curly "
+                    "quote?): copy the key again from LeadSquared"
+                )
         return cls(environ[ACCESS_KEY_ENV].strip(), environ[SECRET_KEY_ENV].strip())
 
     def headers(self) -> dict[str, str]:

@@ -9,8 +9,11 @@ How a workbook cell becomes text (what Excel shows in the formula bar):
   between 1e-9 and 1e21 and as `1.5E-12` outside that range;
 - TRUE/FALSE; dates `YYYY-MM-DD`; date-times `YYYY-MM-DD HH:MM:SS` rounded to the second, or
   `YYYY-MM-DD` when the time is exactly midnight; times `HH:MM:SS`; durations `H:MM:SS` (`26:03:00`);
-- formulas give their last computed value; error cells (`#N/A`, `#DIV/0!`) read as '' because
-  python-calamine does not report them; merged cells have their value in the top-left cell only.
+- formulas give their last computed value; error cells (`#N/A`, `#DIV/0!`) and formulas never
+  calculated read as '' because python-calamine does not report them, so `Sheet.cell_problems`
+  names them (and 16+ digit numbers, which lost digits in Excel) for validation to fail their rows;
+- merged cells: a range spanning rows below the header gives its value to each row (as Excel shows
+  it); across columns the value stays in the leftmost cell.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import gc
 import io
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -34,6 +38,7 @@ import python_calamine as calamine
 
 from importer.errors import InputFileError
 from importer.records import Sheet
+from importer.workbook_zip import check_unpacked_size, unknown_cells
 
 WORKBOOK_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
 TEXT_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
@@ -48,6 +53,13 @@ _HEADER_EDGES = re.compile(r"^[\s\u200b-\u200d\u2060\ufeff]+|[\s\u200b-\u200d\u2
 _PANDAS_TOO_MANY = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _PANDAS_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 _ONE_SECOND = timedelta(seconds=1)
+MAX_TEXT_BYTES = 512 * 2**20  # a 200 MB CSV takes about 2 GB to read and validate: see README
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+_UTF8_CHARACTER = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_UNDECODABLE = (
+    "holds bytes that are not UTF-8 text (shown as \ufffd): the file was damaged or mixes encodings; "
+    "type this cell again and save the file as 'CSV UTF-8'"
+)
 
 
 @dataclass
@@ -59,6 +71,7 @@ class _Grid:
     first_row: int  # the sheet row number of body row 0
     sheet_name: str | None = None
     notes: list[str] = field(default_factory=list)
+    problems: dict[int, dict[int, str]] = field(default_factory=dict)  # column -> {sheet row: why}
 
 
 def load_sheet(path: str | Path, sheet: str | None = None) -> Sheet:
@@ -105,7 +118,13 @@ def _head(path: Path, size: int) -> bytes:
 
 def _read_text(path: Path) -> _Grid:
     """Parse delimited text with pandas' C parser, every value kept as the text in the file."""
+    _check_text_size(path)
     encoding, sample, complete, notes = _sniff_encoding(path)
+    errors = "strict"
+    if encoding == "cp1252" and _mostly_utf8(path):  # UTF-8 with a few bad bytes, not cp1252 text
+        encoding, errors = "utf-8", "replace"
+        sample, complete = _scan(path, encoding, errors)
+        notes = [f"{path.name} is UTF-8 text, but some bytes in it are not: rows using those cells fail"]
     delimiter = _sniff_delimiter(sample, complete, prefer_tab=path.suffix.lower() == ".tsv")
     records = _sample_records(sample, complete, delimiter) or []
     header_at = _first_filled(records)
@@ -114,8 +133,45 @@ def _read_text(path: Path) -> _Grid:
             raise InputFileError(path, "the file is empty")
         raise InputFileError(path, f"no header row in the first {_SAMPLE_CHARS} characters")
     header = records[header_at]
-    frame = _parse_csv(path, encoding, delimiter, skip=header_at, width=len(header))
-    return _Grid(header, frame.iloc[1:], first_row=header_at + 2, notes=notes)
+    frame = _parse_csv(path, encoding, delimiter, skip=header_at, width=len(header), errors=errors)
+    grid = _Grid(header, frame.iloc[1:], first_row=header_at + 2, notes=notes)
+    if errors == "replace":
+        grid.problems = _undecodable_cells(grid)
+    return grid
+
+
+def _check_text_size(path: Path) -> None:
+    """Refuse a text file too large to read in memory (about ten times its size once read)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # _head, just after, says why the file cannot be read
+    if size > MAX_TEXT_BYTES:
+        raise InputFileError(
+            path,
+            f"the file is {size / 1e6:,.0f} MB; files over {MAX_TEXT_BYTES / 1e6:,.0f} MB are not read, as "
+            "reading one would take about ten times that in memory: split it into smaller files",
+        )
+
+
+def _mostly_utf8(path: Path) -> bool:
+    """Whether most bytes beyond ASCII form UTF-8 characters: UTF-8 text with a few bad bytes."""
+    utf8 = high = 0
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK_BYTES):
+            high += len(_HIGH_BYTE.findall(chunk))
+            utf8 += sum(map(len, _UTF8_CHARACTER.findall(chunk)))
+    return utf8 > high / 2
+
+
+def _undecodable_cells(grid: _Grid) -> dict[int, dict[int, str]]:
+    """Cells holding U+FFFD, where bytes that are not UTF-8 were replaced: column -> {row: why}."""
+    problems: dict[int, dict[int, str]] = {}
+    for column in grid.body.columns:
+        hits = np.flatnonzero(grid.body[column].str.contains("\ufffd", regex=False).to_numpy())
+        if hits.size:
+            problems[column] = {grid.first_row + int(i): _UNDECODABLE for i in hits}
+    return problems
 
 
 def _sniff_encoding(path: Path) -> tuple[str, str, bool, list[str]]:
@@ -156,9 +212,9 @@ class _UndecodableError(Exception):
         self.line = line
 
 
-def _scan(path: Path, encoding: str) -> tuple[str, bool]:
-    """Decode the file strictly in chunks: the first characters, and whether that is all of it."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
+def _scan(path: Path, encoding: str, errors: str = "strict") -> tuple[str, bool]:
+    """Decode the file (strictly by default) in chunks: the first characters, and whether that is all of it."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
     check_nul = not encoding.startswith("utf-16")
     parts: list[str] = []
     sampled = total = offset = 0
@@ -240,7 +296,9 @@ def _blank_record(record: list[str]) -> bool:
     return not "".join(record).strip()
 
 
-def _parse_csv(path: Path, encoding: str, delimiter: str, *, skip: int, width: int) -> pd.DataFrame:
+def _parse_csv(
+    path: Path, encoding: str, delimiter: str, *, skip: int, width: int, errors: str = "strict"
+) -> pd.DataFrame:
     """All records from the header on, as `width` text columns; longer records are an error."""
     try:
         with path.open("rb") as file:
@@ -248,6 +306,7 @@ def _parse_csv(path: Path, encoding: str, delimiter: str, *, skip: int, width: i
                 file,
                 sep=delimiter,
                 encoding=encoding,
+                encoding_errors=errors,
                 header=None,
                 names=list(range(width)),
                 index_col=False,
@@ -285,22 +344,34 @@ def _parser_problem(message: str) -> str:
 
 def _read_workbook(path: Path, wanted: str | None) -> _Grid:
     """Read one sheet with python-calamine and turn every cell into the text Excel shows."""
+    check_unpacked_size(path)
     with _gc_paused():
-        name, notes, cells = _sheet_cells(path, wanted)
+        name, notes, cells, merged, unknown = _sheet_cells(path, wanted)
         rows = [[value if type(value) is str else _cell_text(value) for value in row] for row in cells]
     header_at = _first_filled(rows)
     if header_at is None:
         raise InputFileError(path, f"the sheet {name!r} is empty")
+    notes += _fill_merged_down(rows, merged, header_at)
     body = pd.DataFrame(rows[header_at + 1 :], columns=range(len(rows[0])), dtype=str)
-    return _Grid(rows[header_at], body, first_row=header_at + 2, sheet_name=name, notes=notes)
+    grid = _Grid(rows[header_at], body, first_row=header_at + 2, sheet_name=name, notes=notes)
+    for (row, column), problem in unknown.items():
+        if row > header_at + 1:
+            grid.problems.setdefault(column, {})[row] = problem
+    return grid
 
 
-def _sheet_cells(path: Path, wanted: str | None) -> tuple[str, list[str], list[list[Any]]]:
-    """The sheet's name, notes about the choice, and its cells from A1 (so indexes are positions)."""
+def _sheet_cells(
+    path: Path, wanted: str | None
+) -> tuple[str, list[str], list[list[Any]], list[Any], dict[tuple[int, int], str]]:
+    """The sheet's name, notes about the choice, its cells from A1 (so indexes are positions),
+    its merged ranges, and its cells of unknown value (scanned meanwhile, on another core)."""
     try:
-        with calamine.CalamineWorkbook.from_path(path) as book:
+        with calamine.CalamineWorkbook.from_path(path) as book, ThreadPoolExecutor(1) as pool:
             name, notes = _pick_sheet(path, book, wanted)
-            return name, notes, book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            unknown = pool.submit(unknown_cells, path, name)
+            sheet = book.get_sheet_by_name(name)
+            cells = sheet.to_python(skip_empty_area=False)
+            return name, notes, cells, sheet.merged_cell_ranges or [], unknown.result()
     except calamine.PasswordError:
         raise InputFileError(path, _ENCRYPTED_PROBLEM) from None
     except (calamine.CalamineError, OSError, ValueError) as exc:
@@ -320,6 +391,26 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _fill_merged_down(rows: list[list[str]], merged: list[Any], header_at: int) -> list[str]:
+    """Give each row of a merged range below the header the value the user sees on it.
+
+    Excel keeps a merged range's value in its top-left cell only, but shows it on every row the
+    range spans; across columns it is one value, so the cells to its right stay empty.
+    """
+    ranges = []
+    for (top, left), (last, right) in merged:
+        bottom = min(last, len(rows) - 1)
+        if top <= header_at or bottom <= top or left >= len(rows[top]):
+            continue
+        for row in rows[top + 1 : bottom + 1]:
+            row[left] = rows[top][left]
+        ranges.append(f"{column_letter(left)}{top + 1}:{column_letter(right)}{bottom + 1}")
+    if not ranges:
+        return []
+    shown = ", ".join(ranges[:5]) + (f" and {len(ranges) - 5} more" if len(ranges) > 5 else "")
+    return [f"merged cells {shown}: each row they span was given the merged value, as Excel shows it"]
 
 
 _ENCRYPTED_PROBLEM = (
@@ -441,6 +532,7 @@ def _to_sheet(path: Path, grid: _Grid) -> Sheet:
         source_rows=rows,
         sheet_name=grid.sheet_name,
         notes=grid.notes,
+        cell_problems={headers[j]: grid.problems[j] for j in columns if j in grid.problems},
     )
 
 

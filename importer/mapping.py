@@ -220,7 +220,9 @@ def _read_yaml(path: Path) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise MappingError(path, f"{where}invalid YAML: {exc.problem or exc}") from None
+        context = exc.context_mark if exc.context and exc.context_mark is not mark else None
+        started = f" ({exc.context} started at line {context.line + 1}, column {context.column + 1})" if context else ""
+        raise MappingError(path, f"{where}invalid YAML: {exc.problem or exc}{started}") from None
     except yaml.YAMLError as exc:
         raise MappingError(path, str(exc)) from None
 
