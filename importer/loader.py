@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gc
 import io
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -37,6 +34,7 @@ import pandas as pd
 import python_calamine as calamine
 
 from importer.errors import InputFileError
+from importer.gcpause import gc_paused
 from importer.records import Sheet
 from importer.workbook_zip import check_unpacked_size, unknown_cells
 
@@ -345,7 +343,7 @@ def _parser_problem(message: str) -> str:
 def _read_workbook(path: Path, wanted: str | None) -> _Grid:
     """Read one sheet with python-calamine and turn every cell into the text Excel shows."""
     check_unpacked_size(path)
-    with _gc_paused():
+    with gc_paused():
         name, notes, cells, merged, unknown = _sheet_cells(path, wanted)
         rows = [[value if type(value) is str else _cell_text(value) for value in row] for row in cells]
     header_at = _first_filled(rows)
@@ -376,21 +374,6 @@ def _sheet_cells(
         raise InputFileError(path, _ENCRYPTED_PROBLEM) from None
     except (calamine.CalamineError, OSError, ValueError) as exc:
         raise InputFileError(path, _workbook_problem(path, exc)) from None
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cycle collector, which would rescan millions of new, acyclic cell lists.
-
-    That rescanning is about a tenth of the time a large sheet takes to read.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _fill_merged_down(rows: list[list[str]], merged: list[Any], header_at: int) -> list[str]:
