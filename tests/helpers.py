@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 
 from importer.records import Sheet
@@ -19,3 +21,20 @@ def write_yaml(tmp_path: Path, text: str, name: str = "mapping.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], headers: list[str] | None = None, *,
+              delimiter: str = ",", encoding: str = "utf-8") -> Path:
+    """A CSV as a user's export would be: header row, then one line per row."""
+    with path.open("w", newline="", encoding=encoding) as handle:
+        writer = csv.DictWriter(handle, headers or list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def error_rows(path: Path) -> list[dict[str, object]]:
+    """The Errors sheet of an error workbook, one dict per row, as a user would read it."""
+    sheet = openpyxl.load_workbook(path)["Errors"]
+    rows = list(sheet.iter_rows(values_only=True))
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]

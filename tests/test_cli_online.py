@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from importer.metadata import ACTIVITY_SETTING_PATH, ACTIVITY_TYPES_PATH
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Account, Sandbox
 from tests.conftest import FAST_LIMIT, REPO, run_cli
+from tests.helpers import error_rows, write_csv
 
 OPP = DEFAULT_OPPORTUNITIES
 OWNER = DEFAULT_USERS[0]
@@ -37,12 +36,6 @@ def good(opp: str = OPP[0], **cells: str) -> dict[str, str]:
     return row
 
 
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, HEADERS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_mapping(tmp_path: Path, text: str = MAPPING) -> Path:
@@ -59,10 +52,6 @@ def run(input_path: Path, mapping: Path, env: dict[str, str], *extra: str | Path
     return result
 
 
-def error_rows(path: Path) -> list[dict[str, object]]:
-    sheet = openpyxl.load_workbook(path)["Errors"]
-    rows = list(sheet.iter_rows(values_only=True))
-    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
 def paths(sandbox: Sandbox) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import pytest
 
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Faults, Sandbox
 from tests.conftest import run_cli
+from tests.helpers import write_csv
 
 HEADERS = ["Opportunity ID", "Owner Email", "Note", "PAN", "Amount"]
 MAPPING = """
@@ -48,12 +48,6 @@ def make_rows(count: int, *, seed: int, bad_every: int = 0, duplicates: int = 0)
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, HEADERS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def expected_activities(rows: list[dict[str, str]]) -> Counter:
