@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -167,7 +167,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -314,7 +314,7 @@ def _run_one(args: argparse.Namespace, path: Path, env: dict[str, str], connecti
     from importer.runner import ImportConfig, run_import
     from importer.schedule import ERROR_REPORT_SUFFIX, archive_name, move_to_archive
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     archived = archive_name(path, args.archive, started) if args.archive else None
     errors_path = args.errors or (archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None)
     journal = args.journal or default_journal_path(path, args.mapping, base_url(connection["host"]), env)

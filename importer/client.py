@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,7 +92,7 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     POSTED = "posted"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -105,7 +105,7 @@ class RowResult:
     activity_id: str | None = None
 
 
-class ReplyKind(str, Enum):
+class ReplyKind(StrEnum):
     ROWS = "rows"  # each row has an outcome (posted, failed or unknown)
     THROTTLED = "throttled"  # 429: nothing created, send again after the window
     RETRY = "retry"  # never reached the server (connection refused): safe to send again

@@ -16,8 +16,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 from importer.errors import ImporterError, UsageError
@@ -33,7 +33,7 @@ STATE_DIR_ENV = "LSQ_IMPORT_STATE_DIR"
 SCHEMA_VERSION = "1"
 
 
-class RowState(str, Enum):
+class RowState(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
     POSTED = "posted"
@@ -237,7 +237,7 @@ class Journal:
 
     def record(self, rows: list[tuple[RowKey, PlannedRow, RowState, str | None, str | None]]) -> None:
         """Write the state of several rows in one transaction: (key, row, state, activity id, message)."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         values = [
             (key.digest, key.occurrence, row.opportunity_id, json.dumps(row.body, ensure_ascii=False),
              state.value, activity_id, message, row.source_row, now)

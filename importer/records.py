@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple, TypedDict
 
 import pandas as pd
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Where a row failed; shown in the error workbook's `Error Stage` column."""
 
     VALIDATION = "validation"  # never sent: fix the cell and re-upload

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import Message
 from http import HTTPStatus
@@ -300,7 +300,7 @@ class _Rejected(Exception):
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime(_DATETIME_FORMAT)
+    return datetime.now(UTC).strftime(_DATETIME_FORMAT)
 
 
 def _parses(value: str, fmt: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -438,8 +438,8 @@ def _date(text: str, fmt: str | None) -> str:
 def _datetime(text: str, fmt: str | None, zone: str | None) -> str:
     moment = parse_datetime(text, fmt)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone) if zone else timezone.utc)
+        moment = moment.replace(tzinfo=ZoneInfo(zone) if zone else UTC)
     try:
-        return moment.astimezone(timezone.utc).strftime(_WIRE_FORMAT)
+        return moment.astimezone(UTC).strftime(_WIRE_FORMAT)
     except OverflowError:
         raise ValueError(f"'{text}' is out of range once converted to UTC") from None
