@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,28 +168,55 @@ def run_import(config: ImportConfig) -> ImportResult:
                        timeout=config.timeout, ca_bundle=config.ca_bundle)
     limiter = RateLimiter(config.rate_limit)
     journal = _open_journal(config, client.base_url) if config.use_journal else None
-    try:
+    ctrl_c = _CtrlC()
+    with ctrl_c_calls(ctrl_c):
         try:
-            prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping and rows vs the account
-            rows = prepared.validated.rows
-            fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
-            keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
-            resumed = (Resume(to_send=list(rows)) if fresh
-                       else resume(journal, rows, keys, client, limiter, resend=config.resend))
-        except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
-            result = _stopped_before_sending(prepared, str(exc))
-            _finish(config, prepared.sheet, result, started)
-            return result
-        batches = plan_batches(resumed.to_send, config.batch_size)
-        report = _send(config, prepared.mapping, batches, client=client, limiter=limiter, journal=journal, keys=keys)
-    finally:
-        if journal is not None:
-            journal.close()
-        if config.session is None:
-            client.close()
-    result = _result_of(prepared, report, resumed)
-    _finish(config, prepared.sheet, result, started, sent=True)
+            try:
+                prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping, rows vs the account
+                rows = prepared.validated.rows
+                fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
+                keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
+                resumed = (Resume(to_send=list(rows)) if fresh
+                           else resume(journal, rows, keys, client, limiter, resend=config.resend))
+            except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
+                result = _stopped_before_sending(prepared, str(exc))
+                _finish(config, prepared.sheet, result, started)
+                return result
+            batches = plan_batches(resumed.to_send, config.batch_size)
+            report = _send(config, prepared.mapping, batches, client=client, limiter=limiter, journal=journal,
+                           keys=keys, ctrl_c=ctrl_c)
+        finally:
+            if journal is not None:
+                journal.close()
+            if config.session is None:
+                client.close()
+        result = _result_of(prepared, report, resumed)
+        result.interrupted = result.interrupted or ctrl_c.seen
+        _finish(config, prepared.sheet, result, started, sent=True)  # a Ctrl-C now waits for the report
     return result
+
+
+class _CtrlC:
+    """Ctrl-C during a run: remembered, and passed to the sender while it sends.
+
+    Before sending, a first Ctrl-C means "send nothing" and a second one stops at once; while
+    sending, the sender stops starting calls (a second Ctrl-C: stops waiting for answers); while
+    the report is written, it is finished first.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.sender: Sender | None = None
+
+    def __call__(self) -> None:
+        if self.sender is not None:
+            self.seen = True
+            self.sender.interrupt()
+        elif self.seen:
+            raise KeyboardInterrupt
+        else:
+            self.seen = True
+            log.warning("Ctrl-C: stopping before any row is sent (Ctrl-C again to stop at once)")
 
 
 def _open_journal(config: ImportConfig, base_url: str) -> Journal:
@@ -196,8 +226,8 @@ def _open_journal(config: ImportConfig, base_url: str) -> Journal:
     return journal
 
 
-def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, client: LsqClient,
-          limiter: RateLimiter, journal: Journal | None, keys: dict[int, RowKey] | KeysOnDemand) -> SendReport:
+def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, client: LsqClient, limiter: RateLimiter,
+          journal: Journal | None, keys: dict[int, RowKey] | KeysOnDemand, ctrl_c: _CtrlC) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
     # calls go out at once, and the limit, not the network, sets the pace after that.
     seconds_per_call = limiter.window / limiter.limit.calls
@@ -211,7 +241,32 @@ def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, clien
         sender = Sender(client, limiter, concurrency=config.concurrency, max_attempts=config.max_attempts,
                         column_of=_column_finder(mapping), journal=journal, keys=keys,
                         on_batch_done=on_batch_done)
-        return sender.send(batches)
+        ctrl_c.sender = sender
+        if ctrl_c.seen:  # Ctrl-C came before the first call: send nothing, report every row as not sent
+            sender.interrupt()
+        try:
+            return sender.send(batches)
+        finally:
+            ctrl_c.sender = None
+
+
+@contextlib.contextmanager
+def ctrl_c_calls(callback: Callable[[], None]) -> Iterator[None]:
+    """While rows are sent and reported, Ctrl-C calls `callback` instead of raising anywhere.
+
+    A KeyboardInterrupt can land between any two bytecodes, say while the sender starts its
+    threads or while the workbook is written, and lose the record of calls already made. Only
+    the main thread can set a signal handler; elsewhere the sender's own catch remains.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: callback())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:

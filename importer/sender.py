@@ -78,6 +78,8 @@ class Sender:
         self._on_batch_done = on_batch_done
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self._interrupts = 0
         self._report = SendReport()
         self._settled: set[int] = set()  # source rows with a recorded outcome
         self._in_flight: dict[int, list[PlannedRow]] = {}  # thread id -> rows of its current call
@@ -103,20 +105,28 @@ class Sender:
                 self._record_not_sent(batch.rows, self._report.stop_reason or "not sent")
         return self._report
 
+    def interrupt(self) -> None:
+        """Ctrl-C: stop starting calls; a second one stops waiting for the calls in flight."""
+        with self._lock:
+            self._interrupts += 1
+            again = self._interrupts > 1
+        self._stop_run("interrupted (Ctrl-C)", interrupted=True)
+        if again:
+            self._abandon.set()
+        else:
+            log.warning("stopping: waiting for the calls in flight to answer (Ctrl-C again to stop now)")
+
     def _wait(self) -> None:
-        """Wait for the workers; Ctrl-C stops new calls, and a second Ctrl-C stops waiting for answers."""
+        """Wait for the workers, or until a second Ctrl-C says to stop waiting."""
         # An Event, not Thread.join: a join interrupted by Ctrl-C can report a live thread as dead.
-        interrupts = 0
         while not self._all_done.is_set():
+            if self._abandon.is_set():
+                self._abandon_in_flight()
+                return
             try:
                 self._all_done.wait(timeout=0.1)
-            except KeyboardInterrupt:
-                interrupts += 1
-                self._stop_run("interrupted (Ctrl-C)", interrupted=True)
-                if interrupts > 1:
-                    self._abandon_in_flight()
-                    return
-                log.warning("stopping: waiting for the calls in flight to answer (Ctrl-C again to stop now)")
+            except KeyboardInterrupt:  # no SIGINT handler installed (see runner.ctrl_c_calls)
+                self.interrupt()
 
     def _abandon_in_flight(self) -> None:
         with self._lock:

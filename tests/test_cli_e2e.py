@@ -379,3 +379,22 @@ def test_sandbox_command_serves_and_prints_its_url_and_keys():
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
     assert "sandbox stopped" in out
+
+
+def test_ctrl_c_before_the_first_call_sends_nothing_and_reports_every_row(tmp_path, mapping, sandbox, env, monkeypatch):
+    from importer import runner
+
+    rows = [good(OPP[i], PAN=f"P{i}") for i in range(3)]
+    real_preflight = runner.preflight
+
+    def preflight_then_ctrl_c(*args, **kwargs):  # Ctrl-C lands during the checks, before any call
+        checked = real_preflight(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return checked
+
+    monkeypatch.setattr(runner, "preflight", preflight_then_ctrl_c)
+    result = run(write_csv(tmp_path / "t.csv", rows), mapping, env)
+    assert result.code == 130, result.output
+    assert sandbox.stats.bulk_calls == 0
+    assert [r["Error Stage"] for r in error_rows(tmp_path / "t.errors.xlsx")] == ["not sent"] * 3
+    assert result.summary["rows_not_sent"] == 3
