@@ -47,15 +47,6 @@ class RowKey:
     occurrence: int
 
 
-@dataclass(frozen=True)
-class JournalEntry:
-    key: RowKey
-    opportunity_id: str
-    body: ActivityBody
-    state: RowState
-    activity_id: str | None
-
-
 class JournalBusyError(ImporterError):
     """Another run holds the journal."""
 
@@ -140,6 +131,7 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (digest, occurrence)
 );
 CREATE INDEX IF NOT EXISTS rows_by_state ON rows (state);
+CREATE INDEX IF NOT EXISTS rows_by_opportunity ON rows (opportunity_id);
 """
 
 
@@ -216,24 +208,35 @@ class Journal:
         self._db.execute("COMMIT")
 
     def states(self, keys: Iterable[RowKey]) -> dict[RowKey, tuple[RowState, str | None]]:
-        """The recorded state of each key that the journal knows."""
-        wanted = {(key.digest, key.occurrence) for key in keys}
-        found = {}
+        """The recorded state of each key that the journal knows (a join: journals grow nightly)."""
         with self._lock:
-            for digest, occurrence, state, activity_id in self._db.execute(
-                "SELECT digest, occurrence, state, activity_id FROM rows"
-            ):
-                if (digest, occurrence) in wanted:
-                    found[RowKey(digest, occurrence)] = (RowState(state), activity_id)
-        return found
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (digest TEXT, occurrence INTEGER)")
+            self._db.execute("DELETE FROM wanted")
+            self._db.executemany("INSERT INTO wanted VALUES (?, ?)", ((k.digest, k.occurrence) for k in keys))
+            found = self._db.execute(
+                "SELECT rows.digest, rows.occurrence, state, activity_id FROM wanted "
+                "JOIN rows ON rows.digest = wanted.digest AND rows.occurrence = wanted.occurrence"
+            ).fetchall()
+        return {RowKey(d, o): (RowState(state), activity_id) for d, o, state, activity_id in found}
 
-    def entries(self, states: Iterable[RowState]) -> list[JournalEntry]:
-        """Every recorded row in one of `states` (for reconciliation), oldest first."""
-        names = [state.value for state in states]
-        query = f"SELECT digest, occurrence, opportunity_id, body, state, activity_id FROM rows WHERE state IN ({','.join('?' * len(names))}) ORDER BY rowid"  # noqa: S608 - placeholders only
+    def posted_on(self, opportunity_id: str, event: int) -> tuple[set[str], list[ActivityBody]]:
+        """Rows of one opportunity and event already posted: their activity ids, and the bodies of
+        those posted without a known id (count-only replies), oldest first."""
         with self._lock:
-            rows = self._db.execute(query, names).fetchall()
-        return [JournalEntry(RowKey(d, o), opp, json.loads(body), RowState(s), aid) for d, o, opp, body, s, aid in rows]
+            found = self._db.execute(
+                "SELECT body, activity_id FROM rows WHERE opportunity_id = ? AND state = ? ORDER BY rowid",
+                (opportunity_id, RowState.POSTED.value),
+            ).fetchall()
+        ids, without_id = set(), []
+        for body_text, activity_id in found:
+            body = json.loads(body_text)
+            if body.get("ActivityEvent") != event:
+                continue
+            if activity_id:
+                ids.add(activity_id)
+            else:
+                without_id.append(body)
+        return ids, without_id
 
     def record(self, rows: list[tuple[RowKey, PlannedRow, RowState, str | None, str | None]]) -> None:
         """Write the state of several rows in one transaction: (key, row, state, activity id, message)."""
@@ -261,10 +264,6 @@ class Journal:
         """Whether no run has recorded a row here yet (so no row can be skipped)."""
         with self._lock:
             return self._db.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is None
-
-    def known_activity_ids(self) -> set[str]:
-        with self._lock:
-            return {aid for (aid,) in self._db.execute("SELECT activity_id FROM rows WHERE activity_id IS NOT NULL")}
 
 
 def _lock(path: Path) -> object:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importer.client import LsqClient, ReadError
 from importer.journal import Journal, RowKey, RowState
 from importer.reconcile import assign, fetch_activities
-from importer.records import ActivityBody, PlannedRow, RowError, Stage
+from importer.records import PlannedRow, RowError, Stage
 from importer.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,11 @@ def _check(
     limiter: RateLimiter,
     result: Resume,
 ) -> None:
-    taken = journal.known_activity_ids()
-    posted_without_id: dict[tuple[str, int], list[ActivityBody]] = defaultdict(list)
-    for entry in journal.entries([RowState.POSTED]):
-        if entry.activity_id is None:
-            posted_without_id[(entry.opportunity_id, entry.body["ActivityEvent"])].append(entry.body)
     groups: dict[tuple[str, int], list[PlannedRow]] = defaultdict(list)
     for row in rows:
         groups[(row.opportunity_id, row.body["ActivityEvent"])].append(row)
     for (opportunity_id, event), group in groups.items():
+        taken, posted_without_id = journal.posted_on(opportunity_id, event)
         try:
             found = fetch_activities(client, limiter, opportunity_id, event)
         except ReadError as exc:
@@ -81,7 +77,7 @@ def _check(
                        "not sent again: check the opportunity in LeadSquared")
             result.errors.extend(RowError(row.source_row, Stage.UNKNOWN, message) for row in group)
             continue
-        matches = assign([row.body for row in group], found, taken, posted_without_id[(opportunity_id, event)])
+        matches = assign([row.body for row in group], found, taken, posted_without_id)
         confirmed = [(keys[row.source_row], row, RowState.POSTED, activity_id, "found in LeadSquared")
                      for row, (hit, activity_id) in zip(group, matches, strict=True) if hit]
         journal.record(confirmed)

@@ -43,9 +43,22 @@ def test_journal_records_and_reads_back_states(tmp_path):
                         (keys[3], rows[1], RowState.UNKNOWN, None, "timeout")])
     with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
         assert journal.states(keys.values()) == {keys[2]: (RowState.POSTED, "act-1"), keys[3]: (RowState.UNKNOWN, None)}
-        assert journal.known_activity_ids() == {"act-1"}
-        (entry,) = journal.entries([RowState.UNKNOWN])
-        assert (entry.opportunity_id, entry.body) == ("OPP-1", rows[1].body)
+        assert journal.states([assign_keys([planned(2, note="never recorded")])[2]]) == {}
+
+
+def test_journal_tells_what_an_opportunity_already_holds(tmp_path):
+    rows = [planned(2), planned(3, note="x"), planned(4, note="y"), planned(5, opp="OPP-2")]
+    other_event = PlannedRow(6, "OPP-1", {**rows[0].body, "ActivityEvent": 202})
+    keys = assign_keys([*rows, other_event])
+    with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
+        journal.record([(keys[2], rows[0], RowState.POSTED, "act-1", None),
+                        (keys[3], rows[1], RowState.POSTED, None, None),  # a count-only reply: no id
+                        (keys[4], rows[2], RowState.UNKNOWN, None, None),
+                        (keys[5], rows[3], RowState.POSTED, "act-5", None),
+                        (keys[6], other_event, RowState.POSTED, "act-6", None)])
+        assert journal.posted_on("OPP-1", 201) == ({"act-1"}, [rows[1].body])
+        assert journal.posted_on("OPP-2", 201) == ({"act-5"}, [])
+        assert journal.posted_on("OPP-3", 201) == (set(), [])
 
 
 def test_journal_keeps_a_known_activity_id_when_a_later_state_has_none(tmp_path):
