@@ -333,8 +333,10 @@ def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:
         match = pattern.search(message) if pattern else None
         if match:
             return by_name[match.group(1)]
-        if "owner" in message.lower() and "owner_email" in by_name:
-            return by_name["owner_email"]
+        lowered = message.lower()
+        for word, key in (("owner", "owner_email"), ("opportunit", "opportunity_id")):
+            if word in lowered and key in by_name:
+                return by_name[key]
         return None
 
     return column_of

@@ -398,3 +398,15 @@ def test_ctrl_c_before_the_first_call_sends_nothing_and_reports_every_row(tmp_pa
     assert sandbox.stats.bulk_calls == 0
     assert [r["Error Stage"] for r in error_rows(tmp_path / "t.errors.xlsx")] == ["not sent"] * 3
     assert result.summary["rows_not_sent"] == 3
+
+
+def test_run_api_rejections_highlight_the_cell_at_fault(tmp_path, mapping, sandbox, env):
+    ghost = "40ccba04-baf8-533b-a52f-61d1f7728d28"  # well-formed, but not in the account
+    rows = [good(ghost), good(**{"Owner Email": "former.employee@example.com"}), good(OPP[1])]
+    result = run(write_csv(tmp_path / "t.csv", rows), mapping, env)
+    assert result.code == 1, result.output
+    sheet = openpyxl.load_workbook(tmp_path / "t.errors.xlsx")["Errors"]
+    header = [cell.value for cell in sheet[1]]
+    flagged = {(line[0].value, header[cell.column - 1]) for line in sheet.iter_rows(min_row=2)
+               for cell in line if cell.comment is not None}
+    assert flagged == {(2, "Opportunity ID"), (3, "Owner Email")}
