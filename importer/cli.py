@@ -258,7 +258,7 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         return _run_inputs(args, env, out, err)
     except ImporterError as exc:  # a nightly job's --summary-json must not keep yesterday's counts
         if args.summary_json:
-            from importer.runner import write_json_atomically
+            from importer.atomic import write_json_atomically
 
             with contextlib.suppress(ImporterError):
                 write_json_atomically(args.summary_json, {"input": str(args.input), "error": str(exc),
@@ -296,7 +296,7 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
         if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
             break  # the account or the user said stop: the next file would stop too
     if args.summary_json and _is_pattern(args):  # a pattern: one summary listing every file
-        from importer.runner import write_json_atomically
+        from importer.atomic import write_json_atomically
 
         write_json_atomically(args.summary_json, {"files": summaries, "exit_code": int(worst)})
     return int(worst)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -23,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from importer.atomic import write_json_atomically
 from importer.client import LsqClient, ReadError
-from importer.errors import ApiUnusableError, AuthError, MappingError, UsageError
+from importer.errors import ApiUnusableError, AuthError, MappingError, OutputError, UsageError
 from importer.mapping import FieldType, Mapping
 from importer.planner import plan_batches
 from importer.records import ActivityBody, RowError, Stage
@@ -276,10 +275,11 @@ class MetadataCache:
         entries[key] = {"fetched_at": self._clock(), "data": data}
         if self.path is not None:
             try:
-                _write_json(self.path, {"version": _CACHE_VERSION, "entries": entries})
-            except OSError as exc:
-                log.warning("cannot keep the account's metadata in %s (%s); it is fetched again next run",
-                            self.path, exc.strerror or exc)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomically(self.path, {"version": _CACHE_VERSION, "entries": entries},
+                                      "the metadata cache", indent=None)
+            except (OSError, OutputError) as exc:
+                log.warning("cannot keep the account's metadata (%s); it is fetched again next run", exc)
 
     def _load(self) -> dict[str, Any]:
         if self._entries is None:
@@ -300,18 +300,6 @@ def cache_path(cache_dir: Path, base_url: str, org: str | None) -> Path:
     if org:
         name += "-org" + re.sub(r"[^A-Za-z0-9.-]+", "_", org)
     return cache_dir / f"{name}.json"
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 class AccountMetadata:

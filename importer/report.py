@@ -20,13 +20,10 @@ allows, so a user can fix cells in Excel and feed the workbook straight back:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import re
-import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +35,7 @@ from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from importer.atomic import create_temp_file, reason, write_atomically
 from importer.errors import OutputError
 from importer.records import RowError, Sheet, Stage
 
@@ -75,7 +73,7 @@ def write_error_workbook(path: str | Path, sheet: Sheet, errors: Iterable[RowErr
         raise OutputError(f"{target}: {len(rows):,} failed rows do not fit in one Excel sheet")
     header = [*LEAD_HEADERS, *(_excel_text(sheet.headers[i])[0] for i in columns)]
     sheets = [_errors_sheet(header, rows), _summary_sheet(sheet, rows, by_row)]
-    _write_atomically(target, lambda file: _write_workbook(file, sheets))
+    write_atomically(target, lambda file: _write_workbook(file, sheets), "the error workbook")
     return target
 
 
@@ -87,12 +85,12 @@ def check_writable(path: str | Path) -> None:
     if target.is_dir():
         raise OutputError(f"{target}: is a folder; give a file name for the error workbook")
     try:
-        _create_temp_file(target).unlink()
+        create_temp_file(target).unlink()
         if target.exists():
             with target.open("r+b"):  # fails when read-only or (on Windows) open in Excel
                 pass
     except OSError as error:
-        raise OutputError(f"{target}: cannot write the error workbook: {_reason(error)}") from error
+        raise OutputError(f"{target}: cannot write the error workbook: {reason(error)}") from error
 
 
 # What the workbook says.
@@ -345,35 +343,3 @@ def _cell(worksheet: object, value: str | int, style: int, comment: str | None) 
     if comment:
         cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=120)
     return cell
-
-
-# Writing the file safely.
-
-
-def _write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temp file beside `target`: `target` is the old file or the whole new one."""
-    temp: Path | None = None
-    try:
-        temp = _create_temp_file(target)
-        with temp.open("wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except OSError as error:
-        raise OutputError(f"{target}: cannot write the error workbook: {_reason(error)}") from error
-    finally:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
-
-
-def _create_temp_file(target: Path) -> Path:
-    """An empty new file beside `target` (created with the user's umask, unlike mkstemp)."""
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    temp.open("xb").close()
-    return temp
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from importer.atomic import write_json_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
 from importer.gcpause import release as release_frozen
@@ -340,19 +339,3 @@ def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:
         return None
 
     return column_of
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    """Write JSON to a temp file beside `path`, then rename it into place."""
-    path = Path(path)
-    temp: str | None = None
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(temp, path)
-    except OSError as exc:
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
-        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None

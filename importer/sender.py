@@ -37,7 +37,6 @@ class SendReport:
     calls: int = 0
     throttled: int = 0
     retries: int = 0
-    splits: int = 0
     stop_reason: str | None = None  # set when the run stopped early (401, unreachable host)
     interrupted: bool = False
 
@@ -172,8 +171,6 @@ class Sender:
     def _send_rows(self, opportunity_id: str, rows: list[PlannedRow]) -> None:
         reply = self._call(opportunity_id, rows)
         if _should_split(reply, rows):
-            with self._lock:
-                self._report.splits += 1
             middle = len(rows) // 2
             log.info("%s rejected a call of %d without naming the row: splitting it", opportunity_id, len(rows))
             self._send_rows(opportunity_id, rows[:middle])

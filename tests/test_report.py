@@ -420,7 +420,7 @@ def fail_replace(source, target):
 
 @pytest.mark.parametrize(
     ("target", "fake"),
-    [("importer.report._write_workbook", fail_midway), ("importer.report.os.replace", fail_replace)],
+    [("importer.report._write_workbook", fail_midway), ("importer.atomic.os.replace", fail_replace)],
 )
 def test_write_error_workbook_failure_keeps_old_file_and_leaves_no_temp_file(
     tmp_path, monkeypatch, target, fake
