@@ -40,8 +40,9 @@ def opportunity_ids(count: int, seed: int = 0) -> list[str]:
     return [str(uuid.uuid5(uuid.NAMESPACE_URL, f"lsq-import-bench/{seed}/{i}")) for i in range(count)]
 
 
-def frame(rows: int, *, seed: int = 0, opportunities: list[str] | None = None,
-          bad_share: float = BAD_ROW_SHARE) -> pd.DataFrame:
+def frame(
+    rows: int, *, seed: int = 0, opportunities: list[str] | None = None, bad_share: float = BAD_ROW_SHARE
+) -> pd.DataFrame:
     """`rows` rows of text cells; about 2.5 rows per opportunity unless `opportunities` is given."""
     rng = np.random.default_rng(seed)
     ids = np.array(opportunities or opportunity_ids(max(1, rows * 2 // 5), seed), dtype=object)
@@ -56,7 +57,9 @@ def frame(rows: int, *, seed: int = 0, opportunities: list[str] | None = None,
         "Note": _notes(rng, rows),
         "PAN": _pans(rng, rows),
         "Amount": np.where(rng.random(rows) < 0.2, "", amount.astype(str)).astype(object),
-        "Due Date": np.where(rng.random(rows) < 0.3, "", np.array(due.strftime("%d/%m/%Y"), dtype=str)).astype(object),
+        "Due Date": np.where(
+            rng.random(rows) < 0.3, "", np.array(due.strftime("%d/%m/%Y"), dtype=str)
+        ).astype(object),
         "Channel": np.array(CHANNELS, dtype=object)[rng.integers(0, len(CHANNELS), rows)],
     }
     _spoil(data, rng, rows, bad_share)

@@ -137,19 +137,44 @@ def bench_validate(work: Path, rows: int, xlsx_rows: int, repeat: int) -> tuple[
     child("xlsx", str(xlsx), f"{xlsx_rows},2")
     results = []
     for path, count in ((csv, rows), (xlsx, xlsx_rows)):
-        runs = [lsq_import("validate", str(path), "--mapping", str(mapping), "--no-progress") for _ in range(repeat)]
+        runs = [
+            lsq_import("validate", str(path), "--mapping", str(mapping), "--no-progress")
+            for _ in range(repeat)
+        ]
         best = median_run(runs)
-        results.append({"key": path.suffix[1:], "what": f"`lsq-import validate` {path.suffix[1:].upper()}",
-                        "rows": count, "seconds": best.seconds, "all": [run.seconds for run in runs],
-                        "peak_mb": best.peak_mb})
-    for kind, label in (("read", "read XLSX: `load_sheet` (python-calamine)"),
-                        ("read-openpyxl", 'read XLSX: `pandas.read_excel(engine="openpyxl")`')):
-        measured = [child(kind, str(xlsx), str(mapping)) for _ in range(repeat if kind == "read" else max(1, repeat - 1))]
+        results.append(
+            {
+                "key": path.suffix[1:],
+                "what": f"`lsq-import validate` {path.suffix[1:].upper()}",
+                "rows": count,
+                "seconds": best.seconds,
+                "all": [run.seconds for run in runs],
+                "peak_mb": best.peak_mb,
+            }
+        )
+    for kind, label in (
+        ("read", "read XLSX: `load_sheet` (python-calamine)"),
+        ("read-openpyxl", 'read XLSX: `pandas.read_excel(engine="openpyxl")`'),
+    ):
+        measured = [
+            child(kind, str(xlsx), str(mapping))
+            for _ in range(repeat if kind == "read" else max(1, repeat - 1))
+        ]
         best = sorted(measured, key=lambda m: m["seconds"])[len(measured) // 2]
-        results.append({"key": kind, "what": label, "rows": xlsx_rows, "seconds": best["seconds"],
-                        "all": [m["seconds"] for m in measured], "peak_mb": best["peak_mb"]})
+        results.append(
+            {
+                "key": kind,
+                "what": label,
+                "rows": xlsx_rows,
+                "seconds": best["seconds"],
+                "all": [m["seconds"] for m in measured],
+                "peak_mb": best["peak_mb"],
+            }
+        )
     overhead = [child("stages", str(csv), str(mapping)) for _ in range(repeat)]
-    stage_times = {name: statistics.median(m[name] for m in overhead) for name in ("load", "validate", "plan", "keys")}
+    stage_times = {
+        name: statistics.median(m[name] for m in overhead) for name in ("load", "validate", "plan", "keys")
+    }
     return results, {"rows": rows, **stage_times}
 
 
@@ -167,14 +192,23 @@ def send_data(calls: int, seed: int) -> tuple:
     ids = data.opportunity_ids(len(sizes), seed)
     rows = sum(sizes)
     table = data.frame(rows, seed=seed, opportunities=ids, bad_share=0)
-    table["Opportunity ID"] = [opportunity for opportunity, n in zip(ids, sizes, strict=True) for _ in range(n)]
+    table["Opportunity ID"] = [
+        opportunity for opportunity, n in zip(ids, sizes, strict=True) for _ in range(n)
+    ]
     table = table.sample(frac=1, random_state=seed).reset_index(drop=True)  # opportunities interleave
     minimum = sum(-(-n // 25) for n in sizes)
     return table, ids, minimum
 
 
-def bench_send(work: Path, limit: tuple[int, float], *, calls: int, concurrency: int | None,
-               latency: tuple[float, float], seed: int = 7) -> dict:
+def bench_send(
+    work: Path,
+    limit: tuple[int, float],
+    *,
+    calls: int,
+    concurrency: int | None,
+    latency: tuple[float, float],
+    seed: int = 7,
+) -> dict:
     """One `lsq-import run` of at least `calls` calls against a sandbox with latency and a limit."""
     from importer.sandbox import Account, Faults, Sandbox  # noqa: PLC0415
 
@@ -185,11 +219,30 @@ def bench_send(work: Path, limit: tuple[int, float], *, calls: int, concurrency:
     summary = work / "summary.json"
     account = Account(opportunities=set(ids))
     with Sandbox(account, Faults(latency_ms=latency, seed=seed), rate_limit=limit) as sandbox:
-        env = {**os.environ, "LSQ_ACCESS_KEY": sandbox.access_key, "LSQ_SECRET_KEY": sandbox.secret_key,
-               "LSQ_IMPORT_STATE_DIR": str(work / "state"), "LSQ_IMPORT_CACHE_DIR": str(work / "cache")}
-        args = ["run", str(source), "--mapping", str(mapping), "--host", sandbox.url, "--no-progress",
-                "--rate-limit", f"{limit[0]}/{limit[1]:g}", "--summary-json", str(summary), "--metadata-ttl", "0",
-                "--journal", str(work / f"journal-{time.monotonic_ns()}.sqlite")]
+        env = {
+            **os.environ,
+            "LSQ_ACCESS_KEY": sandbox.access_key,
+            "LSQ_SECRET_KEY": sandbox.secret_key,
+            "LSQ_IMPORT_STATE_DIR": str(work / "state"),
+            "LSQ_IMPORT_CACHE_DIR": str(work / "cache"),
+        }
+        args = [
+            "run",
+            str(source),
+            "--mapping",
+            str(mapping),
+            "--host",
+            sandbox.url,
+            "--no-progress",
+            "--rate-limit",
+            f"{limit[0]}/{limit[1]:g}",
+            "--summary-json",
+            str(summary),
+            "--metadata-ttl",
+            "0",
+            "--journal",
+            str(work / f"journal-{time.monotonic_ns()}.sqlite"),
+        ]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
         run = lsq_import(*args, env=env)
@@ -198,15 +251,23 @@ def bench_send(work: Path, limit: tuple[int, float], *, calls: int, concurrency:
     arrivals = sorted(stats.arrivals)
     allowed, seconds = limit
     return {
-        "limit": f"{allowed}/{seconds:g}", "concurrency": concurrency, "calls": stats.bulk_calls,
-        "minimum": minimum, "rate_ratio": achieved_rate(arrivals, allowed) / (allowed / seconds),
-        "server_429": stats.throttled, "client_429": result["throttled"], "posted": result["rows_posted"],
-        "rows": len(table), "exit_code": result["exit_code"], "seconds": run.seconds,
+        "limit": f"{allowed}/{seconds:g}",
+        "concurrency": concurrency,
+        "calls": stats.bulk_calls,
+        "minimum": minimum,
+        "rate_ratio": achieved_rate(arrivals, allowed) / (allowed / seconds),
+        "server_429": stats.throttled,
+        "client_429": result["throttled"],
+        "posted": result["rows_posted"],
+        "rows": len(table),
+        "exit_code": result["exit_code"],
+        "seconds": run.seconds,
         "send_seconds": arrivals[-1] - arrivals[0] if arrivals else 0.0,
         "ideal_seconds": (-(-len(arrivals) // allowed) - 1) * seconds,
         # the tightest window: how close the run came to an (N + 1)th arrival within S seconds
-        "closest_window": min((b - a for a, b in zip(arrivals[:-allowed], arrivals[allowed:], strict=True)),
-                              default=None),
+        "closest_window": min(
+            (b - a for a, b in zip(arrivals[:-allowed], arrivals[allowed:], strict=True)), default=None
+        ),
     }
 
 
@@ -231,41 +292,62 @@ def machine() -> str:
     cpu = "unknown CPU"
     with_cpuinfo = Path("/proc/cpuinfo")
     if with_cpuinfo.exists():
-        models = Counter(line.split(":", 1)[1].strip() for line in with_cpuinfo.read_text().splitlines()
-                         if line.startswith("model name"))
+        models = Counter(
+            line.split(":", 1)[1].strip()
+            for line in with_cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        )
         cpu = ", ".join(models) or cpu
     memory = ""
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         kb = int(meminfo.read_text().split("MemTotal:", 1)[1].split()[0])
         memory = f", {kb / 1024 / 1024:.0f} GB RAM"
-    return (f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}){memory}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def table(validated: list[dict], stage_info: dict | None, sends: list[dict], repeat: int) -> str:
     lines = [f"Machine: {machine()}", ""]
     if validated and stage_info:
-        lines += [f"Reading and validating (median of {repeat} runs, each in a fresh process):", "",
-                  "| measurement | rows | seconds | rows/s | peak RSS |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"Reading and validating (median of {repeat} runs, each in a fresh process):",
+            "",
+            "| measurement | rows | seconds | rows/s | peak RSS |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for item in validated:
-            lines.append(f"| {item['what']} | {item['rows']:,} | {item['seconds']:.2f} | "
-                         f"{item['rows'] / item['seconds']:,.0f} | {item['peak_mb']:,.0f} MB |")
+            lines.append(
+                f"| {item['what']} | {item['rows']:,} | {item['seconds']:.2f} | "
+                f"{item['rows'] / item['seconds']:,.0f} | {item['peak_mb']:,.0f} MB |"
+            )
         seconds = {item["key"]: item["seconds"] for item in validated}
-        lines += ["", f"XLSX reading: {seconds['read-openpyxl'] / seconds['read']:.1f}x faster than openpyxl "
-                  "(same file, same run)."]
+        lines += [
+            "",
+            f"XLSX reading: {seconds['read-openpyxl'] / seconds['read']:.1f}x faster than openpyxl "
+            "(same file, same run).",
+        ]
         times = stage_info
         base = times["load"] + times["validate"]
-        lines += ["", f"Stages in one process, {times['rows']:,} CSV rows: load {times['load']:.2f} s, validate "
-                  f"{times['validate']:.2f} s, plan {times['plan']:.2f} s ({times['plan'] / base:.0%} of load + "
-                  f"validate, included in `validate` above); journal keys {times['keys']:.2f} s "
-                  f"({times['keys'] / base:.0%}), paid before the first call only by a rerun against a journal "
-                  "that holds rows: a first run computes each key as it sends the row."]
+        lines += [
+            "",
+            f"Stages in one process, {times['rows']:,} CSV rows: load {times['load']:.2f} s, validate "
+            f"{times['validate']:.2f} s, plan {times['plan']:.2f} s ({times['plan'] / base:.0%} of load + "
+            f"validate, included in `validate` above); journal keys {times['keys']:.2f} s "
+            f"({times['keys'] / base:.0%}), paid before the first call only by a rerun against a journal "
+            "that holds rows: a first run computes each key as it sends the row.",
+        ]
     if sends:
-        lines += ["", "Sending to the sandbox (latency 100-300 ms per call, limit counted by arrival):", "",
-                  "| limit | concurrency | bulk calls | calls / minimum | achieved rate / limit | server 429s "
-                  "| rows posted | send time / ideal |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "Sending to the sandbox (latency 100-300 ms per call, limit counted by arrival):",
+            "",
+            "| limit | concurrency | bulk calls | calls / minimum | achieved rate / limit | server 429s "
+            "| rows posted | send time / ideal |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         default = ImportConfig.__dataclass_fields__["concurrency"].default
         for item in sends:
             workers = item["concurrency"] or default
@@ -273,9 +355,13 @@ def table(validated: list[dict], stage_info: dict | None, sends: list[dict], rep
                 f"| {item['limit']} | {workers}{' (default)' if workers == default else ''} | {item['calls']} | "
                 f"{item['calls'] / item['minimum']:.3f} | {item['rate_ratio']:.3f} | "
                 f"{item['server_429']} ({item['server_429'] / max(1, item['calls']):.1%}) | "
-                f"{item['posted']:,}/{item['rows']:,} | {item['send_seconds']:.1f} s / {item['ideal_seconds']:.0f} s |")
-        lines += ["", "Achieved rate = (n - N) / (mean time of the last N arrivals - mean time of the first N), "
-                  "N/S the limit: any arrival pattern the server accepts scores at most 1.000."]
+                f"{item['posted']:,}/{item['rows']:,} | {item['send_seconds']:.1f} s / {item['ideal_seconds']:.0f} s |"
+            )
+        lines += [
+            "",
+            "Achieved rate = (n - N) / (mean time of the last N arrivals - mean time of the first N), "
+            "N/S the limit: any arrival pattern the server accepts scores at most 1.000.",
+        ]
     return "\n".join(lines)
 
 
@@ -289,14 +375,20 @@ def parse_limits(text: str) -> list[tuple[int, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny inputs and short runs, to check the bench works")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny inputs and short runs, to check the bench works"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="CSV rows to validate")
     parser.add_argument("--xlsx-rows", type=int, default=200_000, help="XLSX rows to validate")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each reading measurement")
     parser.add_argument("--calls", type=int, default=500, help="fewest bulk calls of each sending run")
     parser.add_argument("--limits", default="25/5,25/1", help="rate limits to send at, comma-separated N/S")
-    parser.add_argument("--concurrency", type=int, action="append",
-                        help="sender workers to try (repeatable; default: the tool's default)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="sender workers to try (repeatable; default: the tool's default)",
+    )
     parser.add_argument("--latency", default="100,300", help="sandbox latency range in ms (default 100,300)")
     parser.add_argument("--skip-validate", action="store_true")
     parser.add_argument("--skip-send", action="store_true")
@@ -311,15 +403,24 @@ def main(argv: list[str] | None = None) -> int:
     latency = tuple(float(ms) for ms in args.latency.split(","))
     with tempfile.TemporaryDirectory(prefix="lsq-bench-") as folder:
         work = Path(folder)
-        validated, stages = ([], None) if args.skip_validate else bench_validate(
-            work, args.rows, args.xlsx_rows, args.repeat)
-        sends = [] if args.skip_send else [
-            bench_send(work, limit, calls=args.calls, concurrency=concurrency, latency=latency)  # type: ignore[arg-type]
-            for limit in parse_limits(args.limits) for concurrency in (args.concurrency or [None])
-        ]
+        validated, stages = (
+            ([], None) if args.skip_validate else bench_validate(work, args.rows, args.xlsx_rows, args.repeat)
+        )
+        sends = (
+            []
+            if args.skip_send
+            else [
+                bench_send(work, limit, calls=args.calls, concurrency=concurrency, latency=latency)  # type: ignore[arg-type]
+                for limit in parse_limits(args.limits)
+                for concurrency in (args.concurrency or [None])
+            ]
+        )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "validate": validated, "stages": stages, "send": sends},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"machine": machine(), "validate": validated, "stages": stages, "send": sends}, indent=2
+            )
+        )
     print(table(validated, stages, sends, args.repeat))
     return 0
 

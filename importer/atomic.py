@@ -34,7 +34,9 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], None], what: str)
                 temp.unlink(missing_ok=True)
 
 
-def write_json_atomically(path: Path, data: object, what: str = "the summary", *, indent: int | None = 2) -> None:
+def write_json_atomically(
+    path: Path, data: object, what: str = "the summary", *, indent: int | None = 2
+) -> None:
     text = json.dumps(data, indent=indent) + "\n"
     write_atomically(Path(path), lambda file: file.write(text.encode("utf-8")), what)
 

@@ -121,8 +121,12 @@ class Reply:
     whole_call: bool = False  # the call was rejected as a whole, without saying which row is at fault
 
     @classmethod
-    def all_rows(cls, count: int, outcome: Outcome, message: str | None = None, *, whole_call: bool = False) -> Reply:
-        return cls(ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)), whole_call=whole_call)
+    def all_rows(
+        cls, count: int, outcome: Outcome, message: str | None = None, *, whole_call: bool = False
+    ) -> Reply:
+        return cls(
+            ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)), whole_call=whole_call
+        )
 
 
 UNKNOWN_ADVICE = "check the opportunity in LeadSquared before sending it again"
@@ -135,20 +139,26 @@ def read_reply(status: int, body: str, count: int, headers: dict[str, str] | Non
     if status == 200:
         return _read_success(data, count)
     if status == 401:
-        return Reply(ReplyKind.AUTH, message=error or "401 Unauthorized: check LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
+        return Reply(
+            ReplyKind.AUTH, message=error or "401 Unauthorized: check LSQ_ACCESS_KEY and LSQ_SECRET_KEY"
+        )
     if status == 429:
         return Reply(ReplyKind.THROTTLED, message=error or "429", retry_after=_retry_after(headers or {}))
     if error is not None:
         # An MX...Exception body is LeadSquared rejecting the input: nothing created, retrying cannot help.
         return Reply.all_rows(count, Outcome.FAILED, error, whole_call=True)
     if 400 <= status < 500:
-        return Reply.all_rows(count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}", whole_call=True)
+        return Reply.all_rows(
+            count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}", whole_call=True
+        )
     return Reply.all_rows(count, Outcome.UNKNOWN, f"HTTP {status} without an explanation; {UNKNOWN_ADVICE}")
 
 
 def _read_success(data: Any, count: int) -> Reply:
     if isinstance(data, dict) and str(data.get("Status", "")).lower() == "error":
-        return Reply.all_rows(count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error", whole_call=True)
+        return Reply.all_rows(
+            count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error", whole_call=True
+        )
     rows = data.get("Response") if isinstance(data, dict) else data
     if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
         return _read_row_results(rows, count)
@@ -180,7 +190,9 @@ def _read_count(created: Any, count: int) -> Reply:
     if isinstance(created, int) and created == count:
         return Reply.all_rows(count, Outcome.POSTED)
     return Reply.all_rows(
-        count, Outcome.UNKNOWN, f"LeadSquared reported {created} of {count} created without saying which; {UNKNOWN_ADVICE}"
+        count,
+        Outcome.UNKNOWN,
+        f"LeadSquared reported {created} of {count} created without saying which; {UNKNOWN_ADVICE}",
     )
 
 
@@ -251,12 +263,20 @@ class LsqClient:
         except requests.exceptions.ConnectionError as exc:
             if _never_sent(exc):
                 return Reply(ReplyKind.RETRY, message=f"could not connect to {self.base_url}")
-            return Reply.all_rows(count, Outcome.UNKNOWN, f"the connection dropped before LeadSquared answered; {UNKNOWN_ADVICE}")
+            return Reply.all_rows(
+                count,
+                Outcome.UNKNOWN,
+                f"the connection dropped before LeadSquared answered; {UNKNOWN_ADVICE}",
+            )
         except requests.exceptions.Timeout:
-            return Reply.all_rows(count, Outcome.UNKNOWN, f"no answer within {self._timeout[1]:g} s; {UNKNOWN_ADVICE}")
+            return Reply.all_rows(
+                count, Outcome.UNKNOWN, f"no answer within {self._timeout[1]:g} s; {UNKNOWN_ADVICE}"
+            )
         except requests.exceptions.RequestException as exc:
             log.debug("request failed: %s", type(exc).__name__)
-            return Reply.all_rows(count, Outcome.UNKNOWN, f"the request failed ({type(exc).__name__}); {UNKNOWN_ADVICE}")
+            return Reply.all_rows(
+                count, Outcome.UNKNOWN, f"the request failed ({type(exc).__name__}); {UNKNOWN_ADVICE}"
+            )
         return read_reply(response.status_code, response.text, count, dict(response.headers))
 
     def who_am_i(self, *, limiter: RateLimiter | None = None, attempts: int = 4) -> dict[str, Any]:
@@ -286,10 +306,13 @@ class LsqClient:
                 limiter.acquire()
             try:
                 response = self._session.request(
-                    method, self.base_url + path, params=params,
+                    method,
+                    self.base_url + path,
+                    params=params,
                     data=None if body is None else json.dumps(body).encode("utf-8"),
                     headers={**self._credentials.headers(), "Content-Type": "application/json"},
-                    timeout=self._timeout, verify=self._verify,
+                    timeout=self._timeout,
+                    verify=self._verify,
                 )
             except requests.exceptions.SSLError:
                 raise ApiUnusableError(self._tls_message()) from None
@@ -329,5 +352,9 @@ def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
         if isinstance(cause, urllib3.exceptions.MaxRetryError):
             cause = cause.reason
             continue
-        cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        cause = (
+            cause.__cause__
+            or cause.__context__
+            or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        )
     return False

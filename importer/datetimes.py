@@ -125,7 +125,9 @@ def _parse_fixed(texts: list[str], layout: list[tuple[str, int]]) -> np.ndarray:
     month_ok = (month >= 1) & (month <= 12)
     days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + ((month == 2) & leap)
     exact &= (year >= 1900) & (year <= 9998) & month_ok & (day >= 1) & (day <= days)
-    exact &= (np.asarray(fields["H"]) <= 23) & (np.asarray(fields["M"]) <= 59) & (np.asarray(fields["S"]) <= 59)
+    exact &= (
+        (np.asarray(fields["H"]) <= 23) & (np.asarray(fields["M"]) <= 59) & (np.asarray(fields["S"]) <= 59)
+    )
     year, month, day = np.where(exact, year, 1970), np.where(exact, month, 1), np.where(exact, day, 1)
     dates = ((year - 1970) * 12 + month - 1).astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
     seconds = np.asarray(fields["H"]) * 3600 + np.asarray(fields["M"]) * 60 + np.asarray(fields["S"])

@@ -25,8 +25,19 @@ _SAMPLE = 500  # distinct values looked at to guess a date format
 # what YAML forbids raw in a stream, and the characters it reads as line breaks (NEL, LS, PS)
 _NON_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
-_DATE_FORMATS = ["%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%b-%Y",
-                 "%d %b %Y", "%b %d, %Y", "%d/%m/%y", "%m/%d/%y"]
+_DATE_FORMATS = [
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d-%m-%Y",
+    "%m-%d-%Y",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+    "%d-%b-%Y",
+    "%d %b %Y",
+    "%b %d, %Y",
+    "%d/%m/%y",
+    "%m/%d/%y",
+]
 _TIME_FORMATS = [" %H:%M", " %H:%M:%S", " %I:%M %p", " %I:%M:%S %p"]
 
 
@@ -57,11 +68,25 @@ _GUESSES: dict[str, list[Callable[[str], bool]]] = {
         lambda k: k in {"activityowner", "owner", "useremail", "email", "emailaddress"},
     ],
     "note": [
-        lambda k: k in {"note", "notes", "activitynote", "activitynotes", "remark", "remarks", "comment",
-                        "comments", "description"},
+        lambda k: (
+            k
+            in {
+                "note",
+                "notes",
+                "activitynote",
+                "activitynotes",
+                "remark",
+                "remarks",
+                "comment",
+                "comments",
+                "description",
+            }
+        ),
     ],
     "activity_datetime": [
-        lambda k: k in {"activitydate", "activitydatetime", "activitytime", "activitydateandtime", "activityon"},
+        lambda k: (
+            k in {"activitydate", "activitydatetime", "activitytime", "activitydateandtime", "activityon"}
+        ),
         lambda k: "activity" in k and ("date" in k or "time" in k),
         lambda k: k in {"date", "datetime", "when", "timestamp", "createdon"},
     ],
@@ -95,7 +120,9 @@ def match_fields(headers: list[str], fields: list[FieldMeta]) -> dict[str, str]:
     pairs = []
     for f_index, meta in enumerate(fields):
         for h_index, header in enumerate(headers):
-            score = max(similarity(header, meta.display_name), 1.0 if _key(header) == _key(meta.schema_name) else 0)
+            score = max(
+                similarity(header, meta.display_name), 1.0 if _key(header) == _key(meta.schema_name) else 0
+            )
             if score >= _MATCH_CUTOFF:
                 pairs.append((-score, f_index, h_index))
     matched: dict[str, str] = {}
@@ -127,7 +154,9 @@ def guess_format(values: list[str], *, with_time: bool) -> tuple[str | None, lis
         notes.append(f"every value reads as both '{best}' and '{swapped}': check which one the sheet uses")
     misfits = [text for text in rest if not _fits(text, best)]
     if misfits:
-        notes.append(f"{len(misfits)} value(s) fit no format, e.g. '{misfits[0]}': their rows will fail validation")
+        notes.append(
+            f"{len(misfits)} value(s) fit no format, e.g. '{misfits[0]}': their rows will fail validation"
+        )
     return best, notes
 
 
@@ -198,25 +227,29 @@ def starter_mapping(sheet: Sheet, event: int | str, activity: ActivityMeta | Non
     """A commented mapping for `sheet`; with `activity` (online), custom fields matched by display name."""
     writer = _Writer(sheet)
     lines = writer.lines
-    lines += [f"# Starter mapping for {_comment(sheet.path.name)}"
-              + (f", sheet {_comment(sheet.sheet_name)}" if sheet.sheet_name else "")
-              + ", written by lsq-import init-mapping.",
-              "# Every column below is a guess from the headers: check each, then try it without sending:",
-              f"#   lsq-import validate {_comment(sheet.path.name)} --mapping THIS_FILE --online",
-              ""]
+    lines += [
+        f"# Starter mapping for {_comment(sheet.path.name)}"
+        + (f", sheet {_comment(sheet.sheet_name)}" if sheet.sheet_name else "")
+        + ", written by lsq-import init-mapping.",
+        "# Every column below is a guess from the headers: check each, then try it without sending:",
+        f"#   lsq-import validate {_comment(sheet.path.name)} --mapping THIS_FILE --online",
+        "",
+    ]
     lines.append(_event_line(event, activity))
     lines.append(f"opportunity_id: {{column: {_q(writer.column('opportunity_id', 'an opportunity id'))}}}")
     lines.append(f"owner_email: {{column: {_q(writer.column('owner_email', 'an owner email'))}}}")
     note = guess_column(sheet.headers, "note", writer.taken)
     if note is not None:
         writer.taken.add(note)
-        lines.append(f"note: {{column: {_q(note)}}}  # or {{template: \"text with {{Column}} values\"}}")
+        lines.append(f'note: {{column: {_q(note)}}}  # or {{template: "text with {{Column}} values"}}')
     when = guess_column(sheet.headers, "activity_datetime", writer.taken)
     if when is not None:
         writer.taken.add(when)
         fmt, comment = writer.dated(when, with_time=True)
-        lines.append(f"activity_datetime: {{column: {_q(when)}{fmt}}}  # {comment}; read as UTC: add "
-                     "timezone: \"Asia/Kolkata\" (your zone) if the sheet's times are local")
+        lines.append(
+            f"activity_datetime: {{column: {_q(when)}{fmt}}}  # {comment}; read as UTC: add "
+            'timezone: "Asia/Kolkata" (your zone) if the sheet\'s times are local'
+        )
     lines.append("skip_dropdown_validation: false")
     _fields(writer, activity)
     text = "\n".join(lines) + "\n"
@@ -239,24 +272,33 @@ def _fields(writer: _Writer, activity: ActivityMeta | None) -> None:
         lines.append("fields: {}  # run init-mapping with --online to match columns to the activity's fields")
         if free:
             lines.append(f"# Columns left unmapped: {_comment(_list(free))}")
-            lines.append("#   map each as  mx_Custom_N: {column: \"Header\"}  under fields:")
-        writer.notes.append("offline: no custom field mapped; --online matches columns to the activity's fields")
+            lines.append('#   map each as  mx_Custom_N: {column: "Header"}  under fields:')
+        writer.notes.append(
+            "offline: no custom field mapped; --online matches columns to the activity's fields"
+        )
         return
     matched = match_fields(free, list(activity.fields.values()))
     lines.append("fields:" if matched else "fields: {}")
     for schema_name, header in matched.items():
         lines.append(_field_line(writer, activity.fields[schema_name], header))
     unmapped = [header for header in free if header not in matched.values()]
-    missing = [meta.label for meta in activity.fields.values() if meta.mandatory and meta.schema_name not in matched]
-    spare = [f"{meta.label}: {meta.data_type}" for meta in activity.fields.values()
-             if not meta.mandatory and meta.schema_name not in matched]
+    missing = [
+        meta.label for meta in activity.fields.values() if meta.mandatory and meta.schema_name not in matched
+    ]
+    spare = [
+        f"{meta.label}: {meta.data_type}"
+        for meta in activity.fields.values()
+        if not meta.mandatory and meta.schema_name not in matched
+    ]
     if unmapped:
         lines.append(f"# Columns left unmapped: {_comment(_list(unmapped))}")
     if spare:
         lines.append(f"# Fields of {_comment(activity.label)} not mapped: {_comment(', '.join(spare))}")
     if missing:
-        lines.append(f"# Mandatory fields still missing (map them under fields: before a run): "
-                     f"{_comment(', '.join(missing))}")
+        lines.append(
+            f"# Mandatory fields still missing (map them under fields: before a run): "
+            f"{_comment(', '.join(missing))}"
+        )
         writer.notes.append(f"mandatory fields still missing: {', '.join(missing)}")
 
 

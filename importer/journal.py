@@ -102,7 +102,9 @@ class KeysOnDemand(Mapping[int, RowKey]):
         return len(self._rows)
 
 
-def default_journal_path(input_path: Path, mapping_path: Path, base_url: str, environ: dict[str, str]) -> Path:
+def default_journal_path(
+    input_path: Path, mapping_path: Path, base_url: str, environ: dict[str, str]
+) -> Path:
     """One journal per input file, mapping and host, under the user's state folder."""
     identity = "\n".join([str(Path(input_path).resolve()), str(Path(mapping_path).resolve()), base_url])
     name = f"{Path(input_path).stem}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}.sqlite"
@@ -189,7 +191,9 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'host'").fetchone()
         if row is None:
             with self._transaction():
-                self._db.executemany("INSERT INTO meta VALUES (?, ?)", [("host", base_url), ("schema", SCHEMA_VERSION)])
+                self._db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)", [("host", base_url), ("schema", SCHEMA_VERSION)]
+                )
         elif row[0] != base_url:
             self.close()
             raise UsageError(
@@ -242,8 +246,17 @@ class Journal:
         """Write the state of several rows in one transaction: (key, row, state, activity id, message)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         values = [
-            (key.digest, key.occurrence, row.opportunity_id, json.dumps(row.body, ensure_ascii=False),
-             state.value, activity_id, message, row.source_row, now)
+            (
+                key.digest,
+                key.occurrence,
+                row.opportunity_id,
+                json.dumps(row.body, ensure_ascii=False),
+                state.value,
+                activity_id,
+                message,
+                row.source_row,
+                now,
+            )
             for key, row, state, activity_id, message in rows
         ]
         with self._lock:

@@ -221,7 +221,11 @@ def _read_yaml(path: Path) -> Any:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         context = exc.context_mark if exc.context and exc.context_mark is not mark else None
-        started = f" ({exc.context} started at line {context.line + 1}, column {context.column + 1})" if context else ""
+        started = (
+            f" ({exc.context} started at line {context.line + 1}, column {context.column + 1})"
+            if context
+            else ""
+        )
         raise MappingError(path, f"{where}invalid YAML: {exc.problem or exc}{started}") from None
     except yaml.YAMLError as exc:
         raise MappingError(path, str(exc)) from None
@@ -275,7 +279,9 @@ def check_columns(mapping: Mapping, headers: list[str], mapping_path: str | Path
     for key, source in mapping.targets():
         for column in source.columns():
             if column not in present:
-                problems.append(f"'{key}' names column '{column}', which the sheet lacks{_closest(column, headers)}")
+                problems.append(
+                    f"'{key}' names column '{column}', which the sheet lacks{_closest(column, headers)}"
+                )
     if problems:
         raise MappingError(mapping_path, "; ".join(problems))
 
@@ -287,4 +293,3 @@ def _closest(column: str, headers: list[str]) -> str:
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f" (headers: {', '.join(headers[:12])}{', ...' if len(headers) > 12 else ''})"
-

@@ -88,7 +88,9 @@ class Identity:
         name = " ".join(str(data[key]) for key in ("FirstName", "LastName") if data.get(key))
         email = data.get("EmailAddress")
         user = f"{name} <{email}>" if name and email else str(name or email or "an unnamed user")
-        org = next((str(data[key]) for key in ("OrgId", "OrgID", "OrgCode") if data.get(key) not in (None, "")), None)
+        org = next(
+            (str(data[key]) for key in ("OrgId", "OrgID", "OrgCode") if data.get(key) not in (None, "")), None
+        )
         urls = data.get("LSQCommonServiceURLs")
         api = urls.get("api") if isinstance(urls, dict) else None
         return cls(user, org, host_of(api) if isinstance(api, str) and api.strip() else None)
@@ -110,8 +112,9 @@ def check_keys(client: LsqClient, limiter: RateLimiter | None = None, attempts: 
         other = next((host for host in _HOST_IN_TEXT.findall(str(exc)) if host.lower() != here), None)
         if other:
             raise AuthError(_region_advice(here, other.lower())) from None
-        raise AuthError(f"{exc}. Check LSQ_ACCESS_KEY and LSQ_SECRET_KEY, and that {here} is your "
-                        "account's API host") from None
+        raise AuthError(
+            f"{exc}. Check LSQ_ACCESS_KEY and LSQ_SECRET_KEY, and that {here} is your account's API host"
+        ) from None
     return Identity.of(data)
 
 
@@ -167,10 +170,16 @@ class ActivityMeta:
 
 _KINDS: list[tuple[Kind, Callable[[str], bool]]] = [
     ("multiselect", lambda t: "multiselect" in t or t in {"checkboxes", "multiplechoice"}),
-    ("dropdown", lambda t: "dropdown" in t or t in {"select", "radio", "radiobutton", "picklist", "combobox"}),
+    (
+        "dropdown",
+        lambda t: "dropdown" in t or t in {"select", "radio", "radiobutton", "picklist", "combobox"},
+    ),
     ("datetime", lambda t: "datetime" in t),
     ("date", lambda t: "date" in t),
-    ("number", lambda t: t in {"number", "decimal", "integer", "int", "double", "float", "currency", "numeric"}),
+    (
+        "number",
+        lambda t: t in {"number", "decimal", "integer", "int", "double", "float", "currency", "numeric"},
+    ),
     ("boolean", lambda t: t in {"boolean", "bool", "checkbox", "yesno"}),
 ]
 
@@ -207,8 +216,11 @@ def parse_activity_setting(code: int, data: object) -> ActivityMeta:
     for item in items or []:
         if isinstance(item, dict) and isinstance(item.get("SchemaName"), str):
             meta = FieldMeta(
-                item["SchemaName"], str(item.get("DisplayName") or ""), str(item.get("DataType") or "String"),
-                item.get("IsMandatory") in (True, "true", "True", 1), parse_option_set(item.get("OptionSet")),
+                item["SchemaName"],
+                str(item.get("DisplayName") or ""),
+                str(item.get("DataType") or "String"),
+                item.get("IsMandatory") in (True, "true", "True", 1),
+                parse_option_set(item.get("OptionSet")),
             )
             fields[meta.schema_name] = meta
     return ActivityMeta(code, str(data.get("DisplayName") or data.get("Name") or code), fields)
@@ -218,7 +230,9 @@ def parse_activity_types(data: object) -> dict[int, str]:
     """Read an ActivityTypes.Get answer: code -> name."""
     items = data
     if isinstance(data, dict):
-        items = next((data[key] for key in ("List", "ActivityTypes", "Data") if isinstance(data.get(key), list)), None)
+        items = next(
+            (data[key] for key in ("List", "ActivityTypes", "Data") if isinstance(data.get(key), list)), None
+        )
     if not isinstance(items, list):
         raise ReadError("ActivityTypes.Get answered an unexpected shape")
     types: dict[int, str] = {}
@@ -243,7 +257,9 @@ def find_type(name: str, types: dict[int, str]) -> int:
     if code is None:
         close = difflib.get_close_matches(name, list(types.values()), n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"no activity type of this account is named '{name}'{hint}; its types: {describe_types(types)}")
+        raise ValueError(
+            f"no activity type of this account is named '{name}'{hint}; its types: {describe_types(types)}"
+        )
     return code
 
 
@@ -257,7 +273,9 @@ def _fold_name(text: str) -> str:
 class MetadataCache:
     """One JSON file of raw answers, each stamped with when it was fetched; never holds keys."""
 
-    def __init__(self, path: Path | None, ttl_hours: float, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path | None, ttl_hours: float, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
         self._ttl_s = ttl_hours * 3600
         self._clock = clock
@@ -276,8 +294,12 @@ class MetadataCache:
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomically(self.path, {"version": _CACHE_VERSION, "entries": entries},
-                                      "the metadata cache", indent=None)
+                write_json_atomically(
+                    self.path,
+                    {"version": _CACHE_VERSION, "entries": entries},
+                    "the metadata cache",
+                    indent=None,
+                )
             except (OSError, OutputError) as exc:
                 log.warning("cannot keep the account's metadata (%s); it is fetched again next run", exc)
 
@@ -334,7 +356,9 @@ class AccountMetadata:
         if isinstance(event, str):
             return find_type(event, types)
         if event not in types:
-            raise ValueError(f"{event} is not an activity type of this account; its types: {describe_types(types)}")
+            raise ValueError(
+                f"{event} is not an activity type of this account; its types: {describe_types(types)}"
+            )
         return event
 
     def activity(self, code: int) -> ActivityMeta:
@@ -386,14 +410,24 @@ def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_
         for schema_name, source in mapping.fields.items():
             meta = activity.fields.get(schema_name)
             if meta is None:
-                problems.append(f"'fields.{schema_name}': {activity.label} has no field {schema_name}; "
-                                f"its fields are {activity.field_list()}")
+                problems.append(
+                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}; "
+                    f"its fields are {activity.field_list()}"
+                )
             elif "type" in source.model_fields_set and not _type_fits(source.type, meta.kind):
-                warnings.append(f"'fields.{schema_name}' is declared type {source.type}, but {meta.label} is a "
-                                f"{meta.data_type} field of {activity.label}: its values are checked as {meta.kind}")
-        missing = [meta.label for meta in activity.fields.values() if meta.mandatory and meta.schema_name not in mapping.fields]
+                warnings.append(
+                    f"'fields.{schema_name}' is declared type {source.type}, but {meta.label} is a "
+                    f"{meta.data_type} field of {activity.label}: its values are checked as {meta.kind}"
+                )
+        missing = [
+            meta.label
+            for meta in activity.fields.values()
+            if meta.mandatory and meta.schema_name not in mapping.fields
+        ]
         if missing:
-            problems.append(f"'fields': {activity.label} requires {', '.join(missing)}, which the mapping leaves out")
+            problems.append(
+                f"'fields': {activity.label} requires {', '.join(missing)}, which the mapping leaves out"
+            )
     if problems:
         raise MappingError(mapping_path, "; ".join(problems))
     return warnings
@@ -421,7 +455,9 @@ def check_rows(
     option's exact spelling, `event_code` for a mapping that names its event. Each field's distinct
     values are checked once, so a large sheet costs about a dictionary lookup per cell.
     """
-    checkers = {code: _ActivityChecker(activity, mapping, mapping_path) for code, activity in activities.items()}
+    checkers = {
+        code: _ActivityChecker(activity, mapping, mapping_path) for code, activity in activities.items()
+    }
     event_column = mapping.column_for("activity_event")
     result = Validated(errors=list(validated.errors))
     for row in validated.rows:
@@ -430,13 +466,17 @@ def check_rows(
             body["ActivityEvent"] = event_code
         checker = checkers.get(body["ActivityEvent"])
         if checker is None:
-            message = (f"activity event {body['ActivityEvent']} is not an activity type of this account; "
-                       f"its types: {describe_types(known_types or {})}")
+            message = (
+                f"activity event {body['ActivityEvent']} is not an activity type of this account; "
+                f"its types: {describe_types(known_types or {})}"
+            )
             result.errors.append(RowError(row.source_row, Stage.VALIDATION, message, event_column))
             continue
         problems = checker.check(body)
         if problems:
-            result.errors.extend(RowError(row.source_row, Stage.VALIDATION, text, column) for column, text in problems)
+            result.errors.extend(
+                RowError(row.source_row, Stage.VALIDATION, text, column) for column, text in problems
+            )
         else:
             result.rows.append(row)
     result.errors.sort(key=lambda error: error.source_row)
@@ -455,9 +495,13 @@ class _ActivityChecker:
             if check is not None:
                 self._fields[schema_name] = (check, {}, mapping.column_for(f"fields.{schema_name}"))
         self._mandatory = [
-            (meta.schema_name, mapping.column_for(f"fields.{meta.schema_name}"),
-             f"is empty, but {meta.label} is mandatory for {activity.label}")
-            for meta in activity.fields.values() if meta.mandatory
+            (
+                meta.schema_name,
+                mapping.column_for(f"fields.{meta.schema_name}"),
+                f"is empty, but {meta.label} is mandatory for {activity.label}",
+            )
+            for meta in activity.fields.values()
+            if meta.mandatory
         ]
 
     def check(self, body: ActivityBody) -> list[tuple[str | None, str]]:
@@ -528,8 +572,10 @@ def _options_check(meta: FieldMeta, *, multi: bool) -> Converter:
         wrong = [part for part in parts if _fold_option(part) not in exact]
         if wrong or not parts:
             shown = ", ".join(f"'{part}'" for part in wrong) if wrong else f"'{value}'"
-            raise ValueError(f"{shown} {'is' if len(wrong) <= 1 else 'are'} not among the options of {meta.label} "
-                             f"(separate several with '{MULTI_SELECT_SEPARATOR}'): {listed}")
+            raise ValueError(
+                f"{shown} {'is' if len(wrong) <= 1 else 'are'} not among the options of {meta.label} "
+                f"(separate several with '{MULTI_SELECT_SEPARATOR}'): {listed}"
+            )
         return MULTI_SELECT_SEPARATOR.join(exact[_fold_option(part)] for part in parts)
 
     return check
@@ -555,8 +601,14 @@ def preflight(config: ImportConfig, prepared: Prepared, client: LsqClient, limit
     activities = {code: account.activity(code) for code in sorted(codes) if code in types}
     for warning in check_mapping(mapping, activities.values(), path):
         log.warning("%s: %s", path, warning)
-    validated = check_rows(prepared.validated, mapping, activities, path, known_types=types,
-                           event_code=event if mapping.activity_event.name is not None else None)
+    validated = check_rows(
+        prepared.validated,
+        mapping,
+        activities,
+        path,
+        known_types=types,
+        event_code=event if mapping.activity_event.name is not None else None,
+    )
     return replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
 
 
@@ -565,9 +617,16 @@ def check_online(config: ImportConfig, prepared: Prepared) -> Prepared:
     if config.credentials is None:
         raise UsageError("validate --online needs API keys: set LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
     if not config.host:
-        raise UsageError("validate --online needs a host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST")
-    client = LsqClient(config.host, config.credentials, session=config.session,
-                       timeout=config.timeout, ca_bundle=config.ca_bundle)
+        raise UsageError(
+            "validate --online needs a host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST"
+        )
+    client = LsqClient(
+        config.host,
+        config.credentials,
+        session=config.session,
+        timeout=config.timeout,
+        ca_bundle=config.ca_bundle,
+    )
     try:
         return preflight(config, prepared, client, RateLimiter(config.rate_limit))
     finally:

@@ -42,8 +42,11 @@ def fetch_activities(client: LsqClient, limiter: RateLimiter, opportunity_id: st
     found: list[Found] = []
     for page in range(1, MAX_PAGES + 1):
         data = client.read(
-            "POST", ACTIVITIES_PATH, params={"opportunityId": opportunity_id, "activityEventCode": event},
-            body={"Paging": {"PageIndex": page, "PageSize": PAGE_SIZE}}, limiter=limiter,
+            "POST",
+            ACTIVITIES_PATH,
+            params={"opportunityId": opportunity_id, "activityEventCode": event},
+            body={"Paging": {"PageIndex": page, "PageSize": PAGE_SIZE}},
+            limiter=limiter,
         )
         items = data.get("List") if isinstance(data, dict) else None
         items = items if isinstance(items, list) else []

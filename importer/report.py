@@ -315,10 +315,12 @@ def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
             worksheet.auto_filter.ref = part.ref
         comments = {(row, column): text for row, column, text in part.comments}
         for line, cells in enumerate(part.rows, start=1):
-            worksheet.append([
-                _cell(worksheet, value, style, comments.get((line, column)))
-                for column, (value, style) in enumerate(cells, start=1)
-            ])
+            worksheet.append(
+                [
+                    _cell(worksheet, value, style, comments.get((line, column)))
+                    for column, (value, style) in enumerate(cells, start=1)
+                ]
+            )
     book.save(file)
 
 

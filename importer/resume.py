@@ -73,13 +73,18 @@ def _check(
         try:
             found = fetch_activities(client, limiter, opportunity_id, event)
         except ReadError as exc:
-            message = (f"sent by an earlier run with an unknown outcome, and the check failed ({exc}); "
-                       "not sent again: check the opportunity in LeadSquared")
+            message = (
+                f"sent by an earlier run with an unknown outcome, and the check failed ({exc}); "
+                "not sent again: check the opportunity in LeadSquared"
+            )
             result.errors.extend(RowError(row.source_row, Stage.UNKNOWN, message) for row in group)
             continue
         matches = assign([row.body for row in group], found, taken, posted_without_id)
-        confirmed = [(keys[row.source_row], row, RowState.POSTED, activity_id, "found in LeadSquared")
-                     for row, (hit, activity_id) in zip(group, matches, strict=True) if hit]
+        confirmed = [
+            (keys[row.source_row], row, RowState.POSTED, activity_id, "found in LeadSquared")
+            for row, (hit, activity_id) in zip(group, matches, strict=True)
+            if hit
+        ]
         journal.record(confirmed)
         result.confirmed += len(confirmed)
         result.skipped += len(confirmed)

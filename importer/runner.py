@@ -56,7 +56,9 @@ class ImportConfig:
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (importer.metadata)
     concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
-    journal_path: Path | None = None  # default: one per input, mapping and host (journal.default_journal_path)
+    journal_path: Path | None = (
+        None  # default: one per input, mapping and host (journal.default_journal_path)
+    )
     use_journal: bool = True  # False: no journal, so no skipping of rows posted before
     resend: bool = False  # send rows again even if the journal says they were posted
 
@@ -104,8 +106,17 @@ class ImportResult:
         return ExitStatus.OK
 
     def summary(self) -> dict[str, object]:
-        keys = ("rows_total", "rows_posted", "rows_failed", "rows_unknown", "rows_not_sent", "rows_skipped",
-                "calls", "throttled", "retries")
+        keys = (
+            "rows_total",
+            "rows_posted",
+            "rows_failed",
+            "rows_unknown",
+            "rows_not_sent",
+            "rows_skipped",
+            "calls",
+            "throttled",
+            "retries",
+        )
         data: dict[str, object] = {key: getattr(self, key) for key in keys}
         data["elapsed_s"] = round(self.elapsed_s, 3)
         data["error_report"] = str(self.error_report) if self.error_report else None
@@ -163,27 +174,45 @@ def run_import(config: ImportConfig) -> ImportResult:
     check_writable(config.error_report_path)
     if config.summary_json is not None:
         check_writable(config.summary_json)
-    client = LsqClient(config.host, config.credentials, session=config.session,
-                       timeout=config.timeout, ca_bundle=config.ca_bundle)
+    client = LsqClient(
+        config.host,
+        config.credentials,
+        session=config.session,
+        timeout=config.timeout,
+        ca_bundle=config.ca_bundle,
+    )
     limiter = RateLimiter(config.rate_limit)
     journal = _open_journal(config, client.base_url) if config.use_journal else None
     ctrl_c = _CtrlC()
     with ctrl_c_calls(ctrl_c):
         try:
             try:
-                prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping, rows vs the account
+                prepared = preflight(
+                    config, prepared, client, limiter
+                )  # keys, host, mapping, rows vs the account
                 rows = prepared.validated.rows
                 fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
                 keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
-                resumed = (Resume(to_send=list(rows)) if fresh
-                           else resume(journal, rows, keys, client, limiter, resend=config.resend))
+                resumed = (
+                    Resume(to_send=list(rows))
+                    if fresh
+                    else resume(journal, rows, keys, client, limiter, resend=config.resend)
+                )
             except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
                 result = _stopped_before_sending(prepared, str(exc))
                 _finish(config, prepared.sheet, result, started)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
-            report = _send(config, prepared.mapping, batches, client=client, limiter=limiter, journal=journal,
-                           keys=keys, ctrl_c=ctrl_c)
+            report = _send(
+                config,
+                prepared.mapping,
+                batches,
+                client=client,
+                limiter=limiter,
+                journal=journal,
+                keys=keys,
+                ctrl_c=ctrl_c,
+            )
         finally:
             if journal is not None:
                 journal.close()
@@ -219,27 +248,53 @@ class _CtrlC:
 
 
 def _open_journal(config: ImportConfig, base_url: str) -> Journal:
-    path = config.journal_path or default_journal_path(config.input_path, config.mapping_path, base_url, dict(os.environ))
+    path = config.journal_path or default_journal_path(
+        config.input_path, config.mapping_path, base_url, dict(os.environ)
+    )
     journal = Journal.open(path, base_url)
     log.info("journal: %s", path)
     return journal
 
 
-def _send(config: ImportConfig, mapping: Mapping, batches: list[Batch], *, client: LsqClient, limiter: RateLimiter,
-          journal: Journal | None, keys: dict[int, RowKey] | KeysOnDemand, ctrl_c: _CtrlC) -> SendReport:
+def _send(
+    config: ImportConfig,
+    mapping: Mapping,
+    batches: list[Batch],
+    *,
+    client: LsqClient,
+    limiter: RateLimiter,
+    journal: Journal | None,
+    keys: dict[int, RowKey] | KeysOnDemand,
+    ctrl_c: _CtrlC,
+) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
     # calls go out at once, and the limit, not the network, sets the pace after that.
     seconds_per_call = limiter.window / limiter.limit.calls
-    with tqdm(total=len(batches), unit="call", disable=not config.progress, leave=False,
-              postfix=tqdm.format_interval(len(batches) * seconds_per_call),
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]") as bar:
+    with tqdm(
+        total=len(batches),
+        unit="call",
+        disable=not config.progress,
+        leave=False,
+        postfix=tqdm.format_interval(len(batches) * seconds_per_call),
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
+    ) as bar:
+
         def on_batch_done(_batch: Batch) -> None:
-            bar.set_postfix_str(tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call), refresh=False)
+            bar.set_postfix_str(
+                tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call), refresh=False
+            )
             bar.update()
 
-        sender = Sender(client, limiter, concurrency=config.concurrency, max_attempts=config.max_attempts,
-                        column_of=_column_finder(mapping), journal=journal, keys=keys,
-                        on_batch_done=on_batch_done)
+        sender = Sender(
+            client,
+            limiter,
+            concurrency=config.concurrency,
+            max_attempts=config.max_attempts,
+            column_of=_column_finder(mapping),
+            journal=journal,
+            keys=keys,
+            on_batch_done=on_batch_done,
+        )
         ctrl_c.sender = sender
         if ctrl_c.seen:  # Ctrl-C came before the first call: send nothing, report every row as not sent
             sender.interrupt()
@@ -271,8 +326,12 @@ def ctrl_c_calls(callback: Callable[[], None]) -> Iterator[None]:
 def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:
     rows = prepared.validated.rows
     errors = [RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}") for row in rows]
-    result = ImportResult(rows_total=len(prepared.sheet), rows_failed=len(prepared.validated.failed_rows),
-                          rows_not_sent=len(rows), stop_reason=reason)
+    result = ImportResult(
+        rows_total=len(prepared.sheet),
+        rows_failed=len(prepared.validated.failed_rows),
+        rows_not_sent=len(rows),
+        stop_reason=reason,
+    )
     result.errors = prepared.validated.errors + errors
     return result
 
@@ -296,7 +355,9 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
     return result
 
 
-def _finish(config: ImportConfig, sheet: Sheet, result: ImportResult, started: float, *, sent: bool = False) -> None:
+def _finish(
+    config: ImportConfig, sheet: Sheet, result: ImportResult, started: float, *, sent: bool = False
+) -> None:
     if result.errors:
         try:
             result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
@@ -321,12 +382,20 @@ def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:
         columns = source.columns()
         if len(columns) == 1:
             by_name[key.removeprefix("fields.")] = columns[0]
-    aliases = {"ActivityOwnerEmail": "owner_email", "ActivityDateTime": "activity_datetime",
-               "ActivityNote": "note", "ActivityEvent": "activity_event"}
+    aliases = {
+        "ActivityOwnerEmail": "owner_email",
+        "ActivityDateTime": "activity_datetime",
+        "ActivityNote": "note",
+        "ActivityEvent": "activity_event",
+    }
     for api_name, key in aliases.items():
         if key in by_name:
             by_name[api_name] = by_name[key]
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(by_name, key=len, reverse=True))) + r")\b") if by_name else None
+    pattern = (
+        re.compile(r"\b(" + "|".join(map(re.escape, sorted(by_name, key=len, reverse=True))) + r")\b")
+        if by_name
+        else None
+    )
 
     def column_of(message: str) -> str | None:
         match = pattern.search(message) if pattern else None

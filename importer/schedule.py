@@ -36,7 +36,9 @@ def move_to_archive(path: Path, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         return Path(shutil.move(str(path), str(target)))
     except OSError as exc:
-        raise UsageError(f"{path}: imported, but could not be moved to {target.parent} ({exc.strerror})") from None
+        raise UsageError(
+            f"{path}: imported, but could not be moved to {target.parent} ({exc.strerror})"
+        ) from None
 
 
 def check_archive_dir(archive_dir: Path) -> None:

@@ -25,7 +25,11 @@ from importer.throttle import RateLimiter, Sleep, backoff_delay
 log = logging.getLogger(__name__)
 
 ColumnOf = Callable[[str], "str | None"]
-_STATE_OF = {Outcome.POSTED: RowState.POSTED, Outcome.FAILED: RowState.FAILED, Outcome.UNKNOWN: RowState.UNKNOWN}
+_STATE_OF = {
+    Outcome.POSTED: RowState.POSTED,
+    Outcome.FAILED: RowState.FAILED,
+    Outcome.UNKNOWN: RowState.UNKNOWN,
+}
 
 
 @dataclass
@@ -172,7 +176,9 @@ class Sender:
         reply = self._call(opportunity_id, rows)
         if _should_split(reply, rows):
             middle = len(rows) // 2
-            log.info("%s rejected a call of %d without naming the row: splitting it", opportunity_id, len(rows))
+            log.info(
+                "%s rejected a call of %d without naming the row: splitting it", opportunity_id, len(rows)
+            )
             self._send_rows(opportunity_id, rows[:middle])
             self._send_rows(opportunity_id, rows[middle:])
             return
@@ -222,7 +228,9 @@ class Sender:
         if reply.kind is ReplyKind.THROTTLED:
             with self._lock:
                 self._report.throttled += 1
-            self._stop_run(f"still throttled (429) after {self._max_attempts} attempts; the next run sends the rest")
+            self._stop_run(
+                f"still throttled (429) after {self._max_attempts} attempts; the next run sends the rest"
+            )
         else:
             self._stop_run(f"{reply.message} after {self._max_attempts} attempts")
 
@@ -248,17 +256,27 @@ class Sender:
                 else:
                     self._report.errors.append(self._row_error(row, result))
         if self._journal is not None and fresh:
-            self._journal.record([
-                (self._keys[row.source_row], row, _STATE_OF[result.outcome], result.activity_id, result.message)
-                for row, result in fresh
-            ])
+            self._journal.record(
+                [
+                    (
+                        self._keys[row.source_row],
+                        row,
+                        _STATE_OF[result.outcome],
+                        result.activity_id,
+                        result.message,
+                    )
+                    for row, result in fresh
+                ]
+            )
 
     def _record_not_sent(self, rows: Iterable[PlannedRow], reason: str) -> None:
         with self._lock:
             for row in rows:
                 if row.source_row not in self._settled:
                     self._settled.add(row.source_row)
-                    self._report.errors.append(RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}"))
+                    self._report.errors.append(
+                        RowError(row.source_row, Stage.NOT_SENT, f"not sent: {reason}")
+                    )
 
     def _row_error(self, row: PlannedRow, result: RowResult) -> RowError:
         message = result.message or result.outcome.value

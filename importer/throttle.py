@@ -89,7 +89,9 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, until)
 
 
-def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with full jitter for the attempt-th retry (1-based)."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
     return (rng or random).uniform(ceiling / 2, ceiling)

@@ -77,7 +77,9 @@ class _Column:
     per value too.
     """
 
-    def __init__(self, distinct: list[object], codes: np.ndarray, errors: dict[int, str] | None = None) -> None:
+    def __init__(
+        self, distinct: list[object], codes: np.ndarray, errors: dict[int, str] | None = None
+    ) -> None:
         self.distinct = np.empty(len(distinct), dtype=object)
         self.distinct[:] = distinct
         self.codes = codes
@@ -144,9 +146,7 @@ _REQUIRED = {"opportunity_id", "owner_email", "activity_event"}
 _BULK_FROM = 200  # distinct cells below which a whole-column path costs more than it saves
 
 
-def _convert(
-    sheet: Sheet, key: str, source: object, convert: Converter, mapping_path: str | Path
-) -> _Column:
+def _convert(sheet: Sheet, key: str, source: object, convert: Converter, mapping_path: str | Path) -> _Column:
     required = key in _REQUIRED or (isinstance(source, FieldSource) and source.required)
     default = getattr(source, "default", None)
     if getattr(source, "column", None) is None:
@@ -159,7 +159,9 @@ def _convert(
     # pandas numbers the distinct cells in C, and each distinct cell is converted once.
     cells = sheet.frame[source.column.strip()].to_numpy(dtype=object)  # type: ignore[attr-defined]
     codes, distinct = pd.factorize(cells, use_na_sentinel=False)
-    converted, failures = _convert_distinct(distinct.tolist(), convert, required, default, _bulk_converter(key, source))
+    converted, failures = _convert_distinct(
+        distinct.tolist(), convert, required, default, _bulk_converter(key, source)
+    )
     errors = {}
     if failures:
         failed = np.zeros(len(converted), dtype=bool)
@@ -180,7 +182,9 @@ def _convert_distinct(
             return _Failure(str(exc))
 
     if bulk is not None and len(cells) >= _BULK_FROM:
-        results = [attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)]
+        results = [
+            attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)
+        ]
     else:
         results = list(map(attempt, cells))  # the tightest loop Python has: millions of cells go through it
     failures = {index: result.message for index, result in enumerate(results) if type(result) is _Failure}
@@ -236,14 +240,15 @@ def _template_column(sheet: Sheet, template: str) -> _Column:
     rendered: list[str | None] = []
     for cells in zip(*columns, strict=True):
         stripped = [cell.strip() for cell in cells]
-        rendered.append(render_template(template, dict(zip(names, stripped, strict=True))).strip()
-                        if any(stripped) else None)
+        rendered.append(
+            render_template(template, dict(zip(names, stripped, strict=True))).strip()
+            if any(stripped)
+            else None
+        )
     return _Column(rendered, codes)  # type: ignore[arg-type]
 
 
-def _assemble(
-    sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | None, _Column]]
-) -> Validated:
+def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | None, _Column]]) -> Validated:
     result = Validated()
     bad: dict[int, list[RowError]] = {}
     source_rows = sheet.source_rows
@@ -263,10 +268,20 @@ def _assemble(
 
     event = targets["activity_event"][1]
     events = event.per_value([None if text is None else int(text) for text in event.distinct.tolist()], kept)
-    fields = [_field_entries(name[len("fields."):], column, kept)
-              for name, (_, column) in targets.items() if name.startswith("fields.")]
-    columns = [np.asarray(source_rows)[kept].tolist(), values("opportunity_id"), events,
-               values("owner_email"), values("note"), values("activity_datetime"), _field_lists(fields, len(kept))]
+    fields = [
+        _field_entries(name[len("fields.") :], column, kept)
+        for name, (_, column) in targets.items()
+        if name.startswith("fields.")
+    ]
+    columns = [
+        np.asarray(source_rows)[kept].tolist(),
+        values("opportunity_id"),
+        events,
+        values("owner_email"),
+        values("note"),
+        values("activity_datetime"),
+        _field_lists(fields, len(kept)),
+    ]
     skip_dropdowns = mapping.skip_dropdown_validation
     rows = result.rows
     with gc_paused():
@@ -287,8 +302,10 @@ def _assemble(
 def _field_entries(schema_name: str, column: _Column, rows: np.ndarray) -> list[object]:
     """The `Fields` entry of each of `rows`: one per distinct value, shared by the rows that have it."""
     with gc_paused():
-        entries = [None if value is None else {"SchemaName": schema_name, "Value": value}
-                   for value in column.distinct.tolist()]
+        entries = [
+            None if value is None else {"SchemaName": schema_name, "Value": value}
+            for value in column.distinct.tolist()
+        ]
         return column.per_value(entries, rows)
 
 
@@ -389,7 +406,9 @@ def _number(text: str) -> str:
         raise ValueError(f"not a number: '{text}'") from None
     if number.adjusted() > _MAX_DIGITS or number.as_tuple().exponent < -_MAX_DIGITS:  # type: ignore[operator]
         # written out, '1e999999999' is a billion digits: refuse it before it is
-        raise ValueError(f"not a number a field can hold: '{text}' has more than {_MAX_DIGITS} digits written out")
+        raise ValueError(
+            f"not a number a field can hold: '{text}' has more than {_MAX_DIGITS} digits written out"
+        )
     return format(number, "f")
 
 

@@ -90,11 +90,18 @@ def _sheet_part(archive: zipfile.ZipFile, sheet_name: str) -> str | None:
     # entities, and check_unpacked_size has bounded these parts' size
     workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))  # noqa: S314
     rel_id = next(
-        (sheet.get(f"{_REL_NS}id") for sheet in workbook.iter(f"{_MAIN_NS}sheet") if sheet.get("name") == sheet_name),
+        (
+            sheet.get(f"{_REL_NS}id")
+            for sheet in workbook.iter(f"{_MAIN_NS}sheet")
+            if sheet.get("name") == sheet_name
+        ),
         None,
     )
     rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))  # noqa: S314
-    target = next((rel.get("Target") for rel in rels.iter(f"{_PKG_REL_NS}Relationship") if rel.get("Id") == rel_id), None)
+    target = next(
+        (rel.get("Target") for rel in rels.iter(f"{_PKG_REL_NS}Relationship") if rel.get("Id") == rel_id),
+        None,
+    )
     if not target:
         return None
     return target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
@@ -134,12 +141,18 @@ def _problem(attributes: bytes, body: bytes) -> str | None:
     if _ERROR_TYPE.search(attributes):
         shown = value.group(1).decode(errors="replace") if value else "an error"
         return f"shows the error {shown} in the spreadsheet, so it has no value to send"
-    if b"<f" in body and value is None and not _STRING_TYPE.search(attributes):  # "" is <v></v> in a t="str" cell
-        return ("is a formula that was never calculated (the file was not saved by Excel), so its value is "
-                "unknown: open the file in Excel, save it, and import it again")
+    if (
+        b"<f" in body and value is None and not _STRING_TYPE.search(attributes)
+    ):  # "" is <v></v> in a t="str" cell
+        return (
+            "is a formula that was never calculated (the file was not saved by Excel), so its value is "
+            "unknown: open the file in Excel, save it, and import it again"
+        )
     if value and _BIG_NUMBER.fullmatch(value.group(1)) and not _OTHER_TYPE.search(attributes):
-        return ("is a number of 16 digits or more, and Excel keeps only 15: its last digits are lost (a long "
-                "ID typed as a number?); format the column as Text in Excel and type it again")
+        return (
+            "is a number of 16 digits or more, and Excel keeps only 15: its last digits are lost (a long "
+            "ID typed as a number?); format the column as Text in Excel and type it again"
+        )
     return None
 
 

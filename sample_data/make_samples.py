@@ -244,9 +244,7 @@ def plan_opportunities(rng: random.Random) -> tuple[list[int], list[int], dict[s
     big, others = chosen[0], chosen[1:]
     no_real_opp = ("missing_opportunity_id", "unknown_opportunity")
     bad_with_opp = [k for k in BAD_ROWS.values() if k not in no_real_opp]
-    n_other_rows = (
-        TOTAL_ROWS - BIG_OPPORTUNITY_ROWS - sum(k in no_real_opp for k in BAD_ROWS.values())
-    )
+    n_other_rows = TOTAL_ROWS - BIG_OPPORTUNITY_ROWS - sum(k in no_real_opp for k in BAD_ROWS.values())
     counts = dict.fromkeys(others, 1)
     while sum(counts.values()) < n_other_rows:
         i = rng.choice(others)
@@ -285,7 +283,7 @@ def apply_bad_value(row: Row) -> None:
 
 
 def build_rows() -> list[Row]:
-    rng = random.Random(SEED)  # noqa: S311 - sample data, not security
+    rng = random.Random(SEED)
     chosen, pool, bad_host = plan_opportunities(rng)
     pans = {i: make_pan(rng) for i in chosen}
     pans[0] = make_pan(rng)  # the missing-id row's customer
@@ -480,8 +478,7 @@ def main() -> None:
     print("\nDeliberate bad rows (header = row 1):")
     print(bad_row_table(rows))
     print(
-        "\nSpecial notes (valid rows): "
-        + ", ".join(f"{k} at row {v}" for k, v in SPECIAL_NOTE_ROWS.items())
+        "\nSpecial notes (valid rows): " + ", ".join(f"{k} at row {v}" for k, v in SPECIAL_NOTE_ROWS.items())
     )
 
 

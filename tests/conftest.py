@@ -36,8 +36,13 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     # the metadata cache goes to the test's folder, never to the user's ~/.cache
-    return {"LSQ_ACCESS_KEY": sandbox.access_key, "LSQ_SECRET_KEY": sandbox.secret_key, "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"), "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state")}
+    return {
+        "LSQ_ACCESS_KEY": sandbox.access_key,
+        "LSQ_SECRET_KEY": sandbox.secret_key,
+        "LSQ_HOST": sandbox.url,
+        "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
+        "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
+    }
 
 
 def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> CliResult:

@@ -13,7 +13,11 @@ from importer.records import Sheet
 
 def make_sheet(headers: list[str], rows: list[list[str]], path: str = "sheet.csv") -> Sheet:
     """A Sheet as the loader would return it: all text, header = row 1, data from row 2."""
-    frame = pd.DataFrame(rows, columns=headers, dtype=object) if rows else pd.DataFrame(columns=headers, dtype=object)
+    frame = (
+        pd.DataFrame(rows, columns=headers, dtype=object)
+        if rows
+        else pd.DataFrame(columns=headers, dtype=object)
+    )
     return Sheet(Path(path), headers, frame, list(range(2, len(rows) + 2)))
 
 
@@ -23,8 +27,14 @@ def write_yaml(tmp_path: Path, text: str, name: str = "mapping.yaml") -> Path:
     return path
 
 
-def write_csv(path: Path, rows: list[dict[str, str]], headers: list[str] | None = None, *,
-              delimiter: str = ",", encoding: str = "utf-8") -> Path:
+def write_csv(
+    path: Path,
+    rows: list[dict[str, str]],
+    headers: list[str] | None = None,
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> Path:
     """A CSV as a user's export would be: header row, then one line per row."""
     with path.open("w", newline="", encoding=encoding) as handle:
         writer = csv.DictWriter(handle, headers or list(rows[0]), delimiter=delimiter)

@@ -120,7 +120,12 @@ CASES = [
     Case("web_page.xls", 2, "this is a web page (HTML/XML) with a workbook name"),
     Case("truncated.xlsx", 2, "the workbook is damaged or incomplete"),
     Case("encrypted.xlsx", 2, "the workbook is password-protected"),
-    Case("good.xlsx", 2, "there is no sheet named 'Visits'; the sheets are 'Activities'", args=("--sheet", "Visits")),
+    Case(
+        "good.xlsx",
+        2,
+        "there is no sheet named 'Visits'; the sheets are 'Activities'",
+        args=("--sheet", "Visits"),
+    ),
     Case("ragged_long.csv", 2, "row 3 has 9 cells but the header has 8"),
     Case("duplicate_headers.csv", 2, "the header 'Note' appears twice: columns C and I"),
     Case("blank_header.csv", 2, "column I has no header but row 2 has a value in it"),
@@ -130,34 +135,80 @@ CASES = [
     Case("legacy.xls", 0, posted=2),
     Case("utf16_tab.txt", 0, posted=2, check=_utf16),
     Case("date1904.xlsx", 0, posted=1, check=_dates_1904),
-    Case("merged.xlsx", 0, "merged cells A2:A4: each row they span was given the merged value", posted=4,
-         check=_merged),
+    Case(
+        "merged.xlsx",
+        0,
+        "merged cells A2:A4: each row they span was given the merged value",
+        posted=4,
+        check=_merged,
+    ),
     Case("whitespace.csv", 0, posted=1, check=_trimmed),
     # row-level problems: the row goes to the workbook, the rest is imported
     Case("ragged_short.csv", 1, failed={3: "PAN: is empty, but a value is required"}, posted=2),
-    Case("invalid_utf8.csv", 1, "is UTF-8 text, but some bytes in it are not",
-         failed={3: "Note: holds bytes that are not UTF-8 text"}, posted=2, check=_utf8_kept),
-    Case("formulas.xlsx", 1, failed={3: "Amount: is a formula that was never calculated",
-                                     4: "Amount: shows the error #N/A"}, posted=2, check=_formulas),
-    Case("excel_ids.csv", 1, failed={3: "Opportunity ID: '1.23457E+17' looks corrupted by Excel",
-                                     4: "Reference: '1.23457E+17' looks corrupted by Excel"}, posted=2),
-    Case("long_number_ids.xlsx", 1, failed={3: "Reference: is a number of 16 digits or more, and Excel keeps only 15"},
-         posted=2),
+    Case(
+        "invalid_utf8.csv",
+        1,
+        "is UTF-8 text, but some bytes in it are not",
+        failed={3: "Note: holds bytes that are not UTF-8 text"},
+        posted=2,
+        check=_utf8_kept,
+    ),
+    Case(
+        "formulas.xlsx",
+        1,
+        failed={3: "Amount: is a formula that was never calculated", 4: "Amount: shows the error #N/A"},
+        posted=2,
+        check=_formulas,
+    ),
+    Case(
+        "excel_ids.csv",
+        1,
+        failed={
+            3: "Opportunity ID: '1.23457E+17' looks corrupted by Excel",
+            4: "Reference: '1.23457E+17' looks corrupted by Excel",
+        },
+        posted=2,
+    ),
+    Case(
+        "long_number_ids.xlsx",
+        1,
+        failed={3: "Reference: is a number of 16 digits or more, and Excel keeps only 15"},
+        posted=2,
+    ),
     Case("serial_dates.csv", 1, failed={3: "Due: not a date in the format ISO"}, posted=1, check=_serials),
-    Case("emails.csv", 1, failed={3: "ends with a '.'", 4: "an address has exactly one '@'"}, posted=1,
-         check=_lowered),
+    Case(
+        "emails.csv",
+        1,
+        failed={3: "ends with a '.'", 4: "an address has exactly one '@'"},
+        posted=1,
+        check=_lowered,
+    ),
     Case("newlines.csv", 1, failed={3: "Amount: not a number: 'x'"}, posted=2, check=_newlines),
     Case("long_cell.csv", 1, failed={3: "Amount: not a number: 'x'"}, posted=1, check=_long_cell),
     # mappings that cannot be used
     Case("good.csv", 2, "line 3, column 1: invalid YAML: expected ',' or '}'", mapping="yaml_syntax.yaml"),
-    Case("good.csv", 2, "'fields.mx_Custom_1.required': Input should be a valid boolean", mapping="wrong_types.yaml"),
+    Case(
+        "good.csv",
+        2,
+        "'fields.mx_Custom_1.required': Input should be a valid boolean",
+        mapping="wrong_types.yaml",
+    ),
     Case("good.csv", 2, "'fields': Input should be a valid dictionary", mapping="fields_as_list.yaml"),
     Case("good.csv", 2, "unknown key 'colour'", mapping="unknown_key.yaml"),
     Case("good.csv", 2, "line 2, column 8: YAML aliases (*name) are not allowed", mapping="alias_bomb.yaml"),
     Case("good.csv", 2, "the mapping is empty", mapping="maps_nothing.yaml"),
-    Case("good.csv", 2, "names column 'Amout', which the sheet lacks (did you mean 'Amount'?)",
-         mapping="missing_column.yaml"),
-    Case("good.csv", 2, "custom activity fields are named mx_Custom_1 to mx_Custom_50", mapping="not_a_field.yaml"),
+    Case(
+        "good.csv",
+        2,
+        "names column 'Amout', which the sheet lacks (did you mean 'Amount'?)",
+        mapping="missing_column.yaml",
+    ),
+    Case(
+        "good.csv",
+        2,
+        "custom activity fields are named mx_Custom_1 to mx_Custom_50",
+        mapping="not_a_field.yaml",
+    ),
 ]
 
 
@@ -177,8 +228,9 @@ def _named_in(case: Case, err: str) -> None:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_validate_answers_offline(case, tmp_path, sandbox, env):
     errors = tmp_path / "errors.xlsx"
-    result = run_cli("validate", BAD / case.file, "--mapping", BAD / case.mapping, "--errors", errors,
-                     *case.args, env=env)
+    result = run_cli(
+        "validate", BAD / case.file, "--mapping", BAD / case.mapping, "--errors", errors, *case.args, env=env
+    )
     assert result.code == case.exit, result.output
     assert "Traceback" not in result.out + result.err
     assert case.message in result.err, result.output
@@ -193,8 +245,21 @@ def test_bad_input_validate_answers_offline(case, tmp_path, sandbox, env):
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input_run_imports_the_rest_or_nothing(case, tmp_path, sandbox, env):
     errors, summary = tmp_path / "errors.xlsx", tmp_path / "summary.json"
-    result = run_cli("run", BAD / case.file, "--mapping", BAD / case.mapping, "--errors", errors,
-                     "--summary-json", summary, "--rate-limit", FAST_LIMIT, "--no-progress", *case.args, env=env)
+    result = run_cli(
+        "run",
+        BAD / case.file,
+        "--mapping",
+        BAD / case.mapping,
+        "--errors",
+        errors,
+        "--summary-json",
+        summary,
+        "--rate-limit",
+        FAST_LIMIT,
+        "--no-progress",
+        *case.args,
+        env=env,
+    )
     assert result.code == case.exit, result.output
     assert "Traceback" not in result.out + result.err
     assert case.message in result.err, result.output
@@ -221,8 +286,19 @@ def test_bad_input_run_imports_the_rest_or_nothing(case, tmp_path, sandbox, env)
 
 
 def _run(tmp_path: Path, env: dict[str, str], source: Path, *extra: str | Path):
-    return run_cli("run", source, "--mapping", MAPPING, "--errors", tmp_path / "errors.xlsx",
-                   "--rate-limit", FAST_LIMIT, "--no-progress", *extra, env=env)
+    return run_cli(
+        "run",
+        source,
+        "--mapping",
+        MAPPING,
+        "--errors",
+        tmp_path / "errors.xlsx",
+        "--rate-limit",
+        FAST_LIMIT,
+        "--no-progress",
+        *extra,
+        env=env,
+    )
 
 
 def test_bad_input_zip_bomb_is_refused_before_it_is_unpacked(tmp_path, sandbox, env):
@@ -257,7 +333,10 @@ def test_bad_input_csv_too_large_is_refused_with_a_message(tmp_path, sandbox, en
     assert sandbox.stats.requests == 0
 
 
-@pytest.mark.skipif(not os.environ.get("LSQ_BIG_TESTS"), reason="writes a 200 MB file and reads it for ~25 s: set LSQ_BIG_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("LSQ_BIG_TESTS"),
+    reason="writes a 200 MB file and reads it for ~25 s: set LSQ_BIG_TESTS=1",
+)
 def test_bad_input_200_mb_csv_is_read_and_validated(tmp_path, env):
     source = tmp_path / "big.csv"
     rows = make_bad.big_csv(source, 200)
@@ -294,7 +373,9 @@ def test_bad_input_disk_full_before_sending_exits_2(tmp_path, sandbox, env, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(report, "_write_workbook", full)
-    result = run_cli("validate", BAD / "excel_ids.csv", "--mapping", MAPPING, "--errors", tmp_path / "e.xlsx", env=env)
+    result = run_cli(
+        "validate", BAD / "excel_ids.csv", "--mapping", MAPPING, "--errors", tmp_path / "e.xlsx", env=env
+    )
     assert result.code == 2, result.output
     assert "cannot write the error workbook: No space left on device" in result.err
     assert sorted(tmp_path.glob("*e.xlsx*")) == []
@@ -308,15 +389,38 @@ def test_bad_input_disk_full_before_sending_exits_2(tmp_path, sandbox, env, monk
     [
         ({"LSQ_SECRET_KEY": ""}, (), 2, "LSQ_SECRET_KEY not set"),
         ({"LSQ_ACCESS_KEY": " "}, (), 2, "LSQ_ACCESS_KEY not set"),
-        ({"LSQ_SECRET_KEY": "abc\ndef"}, (), 2, "LSQ_SECRET_KEY holds a character an HTTP header cannot carry"),
-        ({"LSQ_SECRET_KEY": "abc\u201ddef"}, (), 2, "LSQ_SECRET_KEY holds a character an HTTP header cannot carry"),
+        (
+            {"LSQ_SECRET_KEY": "abc\ndef"},
+            (),
+            2,
+            "LSQ_SECRET_KEY holds a character an HTTP header cannot carry",
+        ),
+        (
+            {"LSQ_SECRET_KEY": "abc\u201ddef"},
+            (),
+            2,
+            "LSQ_SECRET_KEY holds a character an HTTP header cannot carry",
+        ),
         ({"LSQ_HOST": "http://api.leadsquared.com"}, (), 2, "the API keys would travel in clear text"),
         ({"LSQ_HOST": "ftp://api.leadsquared.com"}, (), 2, "is not a host name or an http(s) URL"),
-        ({}, ("--ca-bundle", "/nonexistent/proxy.pem"), 2, "--ca-bundle /nonexistent/proxy.pem: no such file"),
+        (
+            {},
+            ("--ca-bundle", "/nonexistent/proxy.pem"),
+            2,
+            "--ca-bundle /nonexistent/proxy.pem: no such file",
+        ),
         ({"LSQ_SECRET_KEY": "wrong"}, (), 3, "refused the API keys"),
     ],
-    ids=["no-secret", "blank-access", "newline-in-key", "curly-quote-in-key", "http-off-loopback", "ftp",
-         "missing-ca-bundle", "wrong-keys"],
+    ids=[
+        "no-secret",
+        "blank-access",
+        "newline-in-key",
+        "curly-quote-in-key",
+        "http-off-loopback",
+        "ftp",
+        "missing-ca-bundle",
+        "wrong-keys",
+    ],
 )
 def test_bad_input_environment(tmp_path, sandbox, env, change, extra, code, message):
     result = _run(tmp_path, {**env, **change}, BAD / "good.csv", *extra)
@@ -334,7 +438,9 @@ def test_bad_input_unreachable_host_sends_nothing_and_lists_rows_not_sent(tmp_pa
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = _run(tmp_path, {**env, "LSQ_HOST": f"http://127.0.0.1:{port}"}, BAD / "good.csv", "--retries", "0")
+    result = _run(
+        tmp_path, {**env, "LSQ_HOST": f"http://127.0.0.1:{port}"}, BAD / "good.csv", "--retries", "0"
+    )
     assert result.code == 3, result.output
     assert f"cannot reach http://127.0.0.1:{port}" in result.err
     assert {row["Error Stage"] for row in _workbook_rows(tmp_path / "errors.xlsx").values()} == {"not sent"}
@@ -343,8 +449,18 @@ def test_bad_input_unreachable_host_sends_nothing_and_lists_rows_not_sent(tmp_pa
 def test_bad_input_unwritable_errors_path_is_found_before_sending(tmp_path, sandbox, env):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    result = run_cli("run", BAD / "excel_ids.csv", "--mapping", MAPPING, "--errors", blocker / "errors.xlsx",
-                     "--rate-limit", FAST_LIMIT, "--no-progress", env=env)
+    result = run_cli(
+        "run",
+        BAD / "excel_ids.csv",
+        "--mapping",
+        MAPPING,
+        "--errors",
+        blocker / "errors.xlsx",
+        "--rate-limit",
+        FAST_LIMIT,
+        "--no-progress",
+        env=env,
+    )
     assert result.code == 2, result.output
     assert f"{blocker / 'errors.xlsx'}: cannot write here" in result.err
     assert sandbox.stats.requests == 0
@@ -355,7 +471,9 @@ def test_bad_input_unwritable_errors_path_is_found_before_sending(tmp_path, sand
 
 class _Answer401(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = b'{"Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException", "ExceptionMessage": "no"}'
+        body = (
+            b'{"Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException", "ExceptionMessage": "no"}'
+        )
         self.send_response(401)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -375,10 +493,28 @@ def https_server(tmp_path):
         pytest.skip("openssl is needed to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

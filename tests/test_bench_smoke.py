@@ -13,7 +13,11 @@ def test_bench_quick_run_measures_everything_it_reports(tmp_path):
     figures = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(figures)],
-        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "XLSX reading:" in result.stdout

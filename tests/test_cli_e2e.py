@@ -35,12 +35,17 @@ fields:
 
 
 def good(opp: str = OPP[0], **cells: str) -> dict[str, str]:
-    row = {"Opportunity ID": opp, "Owner Email": OWNER, "Note": "PAN copy received", "PAN": "ABCDE1234F",
-           "Amount": "2500", "Channel": "Branch", "Reference": "000417"}
+    row = {
+        "Opportunity ID": opp,
+        "Owner Email": OWNER,
+        "Note": "PAN copy received",
+        "PAN": "ABCDE1234F",
+        "Amount": "2500",
+        "Channel": "Branch",
+        "Reference": "000417",
+    }
     row.update(cells)
     return row
-
-
 
 
 @pytest.fixture
@@ -52,12 +57,21 @@ def mapping(tmp_path: Path) -> Path:
 
 def run(input_path: Path, mapping: Path, env: dict[str, str], *extra: str | Path):
     summary = input_path.with_suffix(".summary.json")
-    result = run_cli("run", input_path, "--mapping", mapping, "--rate-limit", FAST_LIMIT,
-                     "--summary-json", summary, "--no-progress", *extra, env=env)
+    result = run_cli(
+        "run",
+        input_path,
+        "--mapping",
+        mapping,
+        "--rate-limit",
+        FAST_LIMIT,
+        "--summary-json",
+        summary,
+        "--no-progress",
+        *extra,
+        env=env,
+    )
     result.summary = json.loads(summary.read_text()) if summary.exists() else None
     return result
-
-
 
 
 def stored_pans(sandbox, opportunity_id: str | None = None) -> list[str]:
@@ -75,7 +89,12 @@ def test_run_csv_happy_path_posts_every_row_once(tmp_path, mapping, sandbox, env
     assert not (tmp_path / "visits.errors.xlsx").exists()
     stored = sandbox.activities(OPP[0])[0]
     assert (stored.event, stored.owner_email, stored.note) == (201, OWNER, "PAN copy received")
-    assert stored.fields == {"mx_Custom_1": "ABCDE0000F", "mx_Custom_2": "2500", "mx_Custom_4": "Branch", "mx_Custom_5": "000417"}
+    assert stored.fields == {
+        "mx_Custom_1": "ABCDE0000F",
+        "mx_Custom_2": "2500",
+        "mx_Custom_4": "Branch",
+        "mx_Custom_5": "000417",
+    }
 
 
 def test_run_30_rows_on_one_opportunity_take_two_calls(tmp_path, mapping, sandbox, env):
@@ -87,8 +106,15 @@ def test_run_30_rows_on_one_opportunity_take_two_calls(tmp_path, mapping, sandbo
 
 
 def test_run_bad_rows_come_back_in_the_workbook_with_their_source_row(tmp_path, mapping, sandbox, env):
-    rows = [good(PAN="P0"), good(Amount="12,5x"), good(PAN="P2"), good(**{"Owner Email": "former.employee@example.com"}),
-            good(Channel="Walk-in"), good(PAN=""), good(PAN="P6")]
+    rows = [
+        good(PAN="P0"),
+        good(Amount="12,5x"),
+        good(PAN="P2"),
+        good(**{"Owner Email": "former.employee@example.com"}),
+        good(Channel="Walk-in"),
+        good(PAN=""),
+        good(PAN="P6"),
+    ]
     result = run(write_csv(tmp_path / "mixed.csv", rows), mapping, env)
     assert result.code == 1, result.output
     assert sorted(stored_pans(sandbox)) == ["P0", "P2", "P6"]
@@ -142,8 +168,12 @@ def test_run_ambiguous_failure_is_unknown_and_never_resent(tmp_path, mapping, sa
 
 def test_run_count_only_dialect(tmp_path, mapping, sandbox, env):
     sandbox.faults = Faults(count_only=True)
-    rows = [good(PAN="P1"), good(PAN="P2"), good(OPP[1], PAN="P3"),
-            good(OPP[1], **{"Owner Email": "former.employee@example.com"})]
+    rows = [
+        good(PAN="P1"),
+        good(PAN="P2"),
+        good(OPP[1], PAN="P3"),
+        good(OPP[1], **{"Owner Email": "former.employee@example.com"}),
+    ]
     result = run(write_csv(tmp_path / "t.csv", rows), mapping, env)
     assert result.code == 1, result.output
     assert sorted(stored_pans(sandbox)) == ["P1", "P2", "P3"]
@@ -219,17 +249,40 @@ def test_run_sample_xlsx_and_csv_give_the_same_outcome(tmp_path, sandbox, env):
     for name in ("activities.csv", "activities.xlsx"):
         sandbox.reset()
         errors = tmp_path / f"{name}.errors.xlsx"
-        result = run_cli("run", REPO / "sample_data" / name, "--mapping", mapping, "--rate-limit", FAST_LIMIT,
-                         "--errors", errors, "--no-progress", env=env)
+        result = run_cli(
+            "run",
+            REPO / "sample_data" / name,
+            "--mapping",
+            mapping,
+            "--rate-limit",
+            FAST_LIMIT,
+            "--errors",
+            errors,
+            "--no-progress",
+            env=env,
+        )
         assert result.code == 1, result.output
         rows = error_rows(errors)
-        outcomes.append((len(sandbox.activities()), sorted((r["Source Row"], r["Error Stage"]) for r in rows)))
+        outcomes.append(
+            (len(sandbox.activities()), sorted((r["Source Row"], r["Error Stage"]) for r in rows))
+        )
     assert outcomes[0] == outcomes[1]
     stored, failures = outcomes[0]
     assert stored == 190
-    assert failures == sorted([(8, "validation"), (27, "validation"), (46, "validation"), (68, "validation"),
-                               (89, "validation"), (128, "validation"), (149, "validation"),
-                               (110, "api"), (167, "api"), (188, "api")])
+    assert failures == sorted(
+        [
+            (8, "validation"),
+            (27, "validation"),
+            (46, "validation"),
+            (68, "validation"),
+            (89, "validation"),
+            (128, "validation"),
+            (149, "validation"),
+            (110, "api"),
+            (167, "api"),
+            (188, "api"),
+        ]
+    )
 
 
 def test_run_fixed_error_workbook_can_be_fed_back(tmp_path, mapping, sandbox, env):
@@ -295,8 +348,13 @@ def test_run_bad_environment_exits_2_and_sends_nothing(tmp_path, mapping, sandbo
 def test_run_unwritable_errors_path_is_refused_before_sending(tmp_path, mapping, sandbox, env):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run(write_csv(tmp_path / "t.csv", [good(Amount="x"), good()]), mapping, env,
-                 "--errors", blocker / "errors.xlsx")
+    result = run(
+        write_csv(tmp_path / "t.csv", [good(Amount="x"), good()]),
+        mapping,
+        env,
+        "--errors",
+        blocker / "errors.xlsx",
+    )
     assert result.code == 2, result.output
     assert sandbox.stats.requests == 0
 
@@ -321,9 +379,24 @@ def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, 
     rows = [good(OPP[i], PAN=f"P{i}") for i in range(60)]
     path = write_csv(tmp_path / "big.csv", rows)
     process = subprocess.Popen(
-        [sys.executable, "-m", "importer", "run", str(path), "--mapping", str(mapping), "--rate-limit", "10/1",
-         "--summary-json", str(tmp_path / "s.json"), "--no-progress"],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "run",
+            str(path),
+            "--mapping",
+            str(mapping),
+            "--rate-limit",
+            "10/1",
+            "--summary-json",
+            str(tmp_path / "s.json"),
+            "--no-progress",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 20
     while sandbox.stats.bulk_calls < 5 and time.monotonic() < deadline:
@@ -348,8 +421,13 @@ def test_run_unreachable_host_exits_3_and_reports_rows_not_sent(tmp_path, mappin
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = run(write_csv(tmp_path / "t.csv", [good(), good(OPP[1])]), mapping,
-                 {**env, "LSQ_HOST": f"http://127.0.0.1:{port}"}, "--retries", "1")
+    result = run(
+        write_csv(tmp_path / "t.csv", [good(), good(OPP[1])]),
+        mapping,
+        {**env, "LSQ_HOST": f"http://127.0.0.1:{port}"},
+        "--retries",
+        "1",
+    )
     assert result.code == 3, result.output
     assert f"cannot reach http://127.0.0.1:{port}" in result.err  # the pre-flight check, before any row
     assert "Traceback" not in result.err
@@ -359,8 +437,12 @@ def test_run_unreachable_host_exits_3_and_reports_rows_not_sent(tmp_path, mappin
 
 
 def test_sandbox_command_serves_and_prints_its_url_and_keys():
-    process = subprocess.Popen([sys.executable, "-m", "importer", "sandbox", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "importer", "sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = process.stdout.readline()
         url = first.split(" at ")[1].split(" ")[0]
@@ -371,8 +453,11 @@ def test_sandbox_command_serves_and_prints_its_url_and_keys():
 
         from importer.sandbox import SANDBOX_ACCESS_KEY, SANDBOX_SECRET_KEY
 
-        answer = requests.get(f"{url}/v2/Authentication.svc/UserByAccessKey.Get", timeout=5,
-                              headers={"x-LSQ-AccessKey": SANDBOX_ACCESS_KEY, "x-LSQ-SecretKey": SANDBOX_SECRET_KEY})
+        answer = requests.get(
+            f"{url}/v2/Authentication.svc/UserByAccessKey.Get",
+            timeout=5,
+            headers={"x-LSQ-AccessKey": SANDBOX_ACCESS_KEY, "x-LSQ-SecretKey": SANDBOX_SECRET_KEY},
+        )
         assert answer.status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
@@ -381,7 +466,9 @@ def test_sandbox_command_serves_and_prints_its_url_and_keys():
     assert "sandbox stopped" in out
 
 
-def test_ctrl_c_before_the_first_call_sends_nothing_and_reports_every_row(tmp_path, mapping, sandbox, env, monkeypatch):
+def test_ctrl_c_before_the_first_call_sends_nothing_and_reports_every_row(
+    tmp_path, mapping, sandbox, env, monkeypatch
+):
     from importer import runner
 
     rows = [good(OPP[i], PAN=f"P{i}") for i in range(3)]
@@ -407,6 +494,10 @@ def test_run_api_rejections_highlight_the_cell_at_fault(tmp_path, mapping, sandb
     assert result.code == 1, result.output
     sheet = openpyxl.load_workbook(tmp_path / "t.errors.xlsx")["Errors"]
     header = [cell.value for cell in sheet[1]]
-    flagged = {(line[0].value, header[cell.column - 1]) for line in sheet.iter_rows(min_row=2)
-               for cell in line if cell.comment is not None}
+    flagged = {
+        (line[0].value, header[cell.column - 1])
+        for line in sheet.iter_rows(min_row=2)
+        for cell in line
+        if cell.comment is not None
+    }
     assert flagged == {(2, "Opportunity ID"), (3, "Owner Email")}

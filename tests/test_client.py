@@ -7,7 +7,13 @@ import pytest
 from importer.client import Credentials, Outcome, ReplyKind, base_url, read_reply
 from importer.errors import UsageError
 
-MX = json.dumps({"Status": "Error", "ExceptionType": "MXInvalidInputException", "ExceptionMessage": "Opportunity not found"})
+MX = json.dumps(
+    {
+        "Status": "Error",
+        "ExceptionType": "MXInvalidInputException",
+        "ExceptionMessage": "Opportunity not found",
+    }
+)
 
 
 def outcomes(reply):
@@ -15,13 +21,30 @@ def outcomes(reply):
 
 
 def test_reply_per_row_results_mix_created_and_rejected():
-    body = json.dumps({"Response": [
-        {"RowNumber": 1, "ActivityCreated": True, "ProspectActivityId": "a1", "ExceptionMessage": None},
-        {"RowNumber": 2, "ActivityCreated": False, "ProspectActivityId": None, "ExceptionMessage": "Invalid value for mx_Custom_2"},
-    ]})
+    body = json.dumps(
+        {
+            "Response": [
+                {
+                    "RowNumber": 1,
+                    "ActivityCreated": True,
+                    "ProspectActivityId": "a1",
+                    "ExceptionMessage": None,
+                },
+                {
+                    "RowNumber": 2,
+                    "ActivityCreated": False,
+                    "ProspectActivityId": None,
+                    "ExceptionMessage": "Invalid value for mx_Custom_2",
+                },
+            ]
+        }
+    )
     reply = read_reply(200, body, 2)
     assert reply.kind is ReplyKind.ROWS
-    assert outcomes(reply) == [(Outcome.POSTED, None, "a1"), (Outcome.FAILED, "Invalid value for mx_Custom_2", None)]
+    assert outcomes(reply) == [
+        (Outcome.POSTED, None, "a1"),
+        (Outcome.FAILED, "Invalid value for mx_Custom_2", None),
+    ]
 
 
 def test_reply_rows_not_mentioned_are_unknown_not_guessed():
@@ -60,13 +83,22 @@ def test_reply_mx_500_keeps_the_message():
 
 
 def test_reply_429_is_throttled_and_reads_retry_after():
-    reply = read_reply(429, '{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException"}', 3, {"retry-after": "2"})
+    reply = read_reply(
+        429, '{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException"}', 3, {"retry-after": "2"}
+    )
     assert (reply.kind, reply.retry_after, reply.rows) == (ReplyKind.THROTTLED, 2.0, ())
     assert read_reply(429, "", 3).retry_after is None
 
 
 def test_reply_401_stops():
-    assert read_reply(401, '{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid keys"}', 1).kind is ReplyKind.AUTH
+    assert (
+        read_reply(
+            401,
+            '{"Status":"Error","ExceptionType":"MXUnAuthorizedAccessException","ExceptionMessage":"Invalid keys"}',
+            1,
+        ).kind
+        is ReplyKind.AUTH
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +115,9 @@ def test_base_url(host, url):
     assert base_url(host) == url
 
 
-@pytest.mark.parametrize("host", ["http://api.leadsquared.com", "http://10.0.0.5:80", "ftp://x", "", "https://"])
+@pytest.mark.parametrize(
+    "host", ["http://api.leadsquared.com", "http://10.0.0.5:80", "ftp://x", "", "https://"]
+)
 def test_base_url_refuses_clear_text_off_loopback_and_nonsense(host):
     with pytest.raises(UsageError):
         base_url(host)

@@ -19,7 +19,9 @@ HOST = "https://api-in21.leadsquared.com"
 
 
 def planned(source_row: int, opp: str = "OPP-1", note: str = "n") -> PlannedRow:
-    return PlannedRow(source_row, opp, {"ActivityEvent": 201, "ActivityOwnerEmail": "a@b.co", "ActivityNote": note})
+    return PlannedRow(
+        source_row, opp, {"ActivityEvent": 201, "ActivityOwnerEmail": "a@b.co", "ActivityNote": note}
+    )
 
 
 def test_keys_count_identical_rows_instead_of_collapsing_them():
@@ -39,10 +41,17 @@ def test_journal_records_and_reads_back_states(tmp_path):
     keys = assign_keys(rows)
     with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
         journal.record([(keys[2], rows[0], RowState.SENDING, None, None)])
-        journal.record([(keys[2], rows[0], RowState.POSTED, "act-1", None),
-                        (keys[3], rows[1], RowState.UNKNOWN, None, "timeout")])
+        journal.record(
+            [
+                (keys[2], rows[0], RowState.POSTED, "act-1", None),
+                (keys[3], rows[1], RowState.UNKNOWN, None, "timeout"),
+            ]
+        )
     with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
-        assert journal.states(keys.values()) == {keys[2]: (RowState.POSTED, "act-1"), keys[3]: (RowState.UNKNOWN, None)}
+        assert journal.states(keys.values()) == {
+            keys[2]: (RowState.POSTED, "act-1"),
+            keys[3]: (RowState.UNKNOWN, None),
+        }
         assert journal.states([assign_keys([planned(2, note="never recorded")])[2]]) == {}
 
 
@@ -51,11 +60,15 @@ def test_journal_tells_what_an_opportunity_already_holds(tmp_path):
     other_event = PlannedRow(6, "OPP-1", {**rows[0].body, "ActivityEvent": 202})
     keys = assign_keys([*rows, other_event])
     with Journal.open(tmp_path / "j.sqlite", HOST) as journal:
-        journal.record([(keys[2], rows[0], RowState.POSTED, "act-1", None),
-                        (keys[3], rows[1], RowState.POSTED, None, None),  # a count-only reply: no id
-                        (keys[4], rows[2], RowState.UNKNOWN, None, None),
-                        (keys[5], rows[3], RowState.POSTED, "act-5", None),
-                        (keys[6], other_event, RowState.POSTED, "act-6", None)])
+        journal.record(
+            [
+                (keys[2], rows[0], RowState.POSTED, "act-1", None),
+                (keys[3], rows[1], RowState.POSTED, None, None),  # a count-only reply: no id
+                (keys[4], rows[2], RowState.UNKNOWN, None, None),
+                (keys[5], rows[3], RowState.POSTED, "act-5", None),
+                (keys[6], other_event, RowState.POSTED, "act-6", None),
+            ]
+        )
         assert journal.posted_on("OPP-1", 201) == ({"act-1"}, [rows[1].body])
         assert journal.posted_on("OPP-2", 201) == ({"act-5"}, [])
         assert journal.posted_on("OPP-3", 201) == (set(), [])
@@ -108,8 +121,14 @@ def test_default_journal_path_is_per_input_mapping_and_host(tmp_path):
 
 
 def test_keys_on_demand_number_rows_as_assign_keys_when_asked_in_sending_order():
-    rows = [planned(2, "A"), planned(3, "B"), planned(4, "A"), planned(5, "A", note="x"), planned(6, "B"),
-            planned(7, "A")]
+    rows = [
+        planned(2, "A"),
+        planned(3, "B"),
+        planned(4, "A"),
+        planned(5, "A", note="x"),
+        planned(6, "B"),
+        planned(7, "A"),
+    ]
     expected = assign_keys(rows)
     lazy = KeysOnDemand(rows)
     # the sender sends opportunity B's rows first here, each opportunity's rows in input order

@@ -40,19 +40,37 @@ def test_mapping_minimal_has_defaults(tmp_path):
         ("# only a comment\n", "the mapping is empty"),
         ("- a\n- b\n", "expected a YAML mapping"),
         (MINIMAL + "colour: red\n", "unknown key 'colour'"),
-        (MINIMAL + "fields:\n  mx_Custom_1: {colum: PAN}\n", "unknown key 'fields.mx_Custom_1.colum' (did you mean 'column'?"),
+        (
+            MINIMAL + "fields:\n  mx_Custom_1: {colum: PAN}\n",
+            "unknown key 'fields.mx_Custom_1.colum' (did you mean 'column'?",
+        ),
         (MINIMAL + "fields:\n  mx_Custom_1: {column: PAN, type: money}\n", "'fields.mx_Custom_1.type'"),
         (MINIMAL + "fields:\n  mx_Custom_99: {column: PAN}\n", "mx_Custom_1 to mx_Custom_50"),
         (MINIMAL + "fields:\n  Status: {column: PAN}\n", "mx_Custom_1 to mx_Custom_50"),
-        (MINIMAL + "fields:\n  mx_Custom_1: {column: PAN, value: x}\n", "give exactly one of column or value"),
+        (
+            MINIMAL + "fields:\n  mx_Custom_1: {column: PAN, value: x}\n",
+            "give exactly one of column or value",
+        ),
         (MINIMAL + "fields:\n  mx_Custom_1: {}\n", "give exactly one of column or value (got none)"),
-        (MINIMAL + "fields:\n  mx_Custom_1: {column: PAN, required: maybe}\n", "'fields.mx_Custom_1.required'"),
-        (MINIMAL + "activity_datetime: {column: When, timezone: Mars/Olympus}\n", "unknown timezone 'Mars/Olympus'"),
+        (
+            MINIMAL + "fields:\n  mx_Custom_1: {column: PAN, required: maybe}\n",
+            "'fields.mx_Custom_1.required'",
+        ),
+        (
+            MINIMAL + "activity_datetime: {column: When, timezone: Mars/Olympus}\n",
+            "unknown timezone 'Mars/Olympus'",
+        ),
         (MINIMAL + "activity_datetime: {column: When, format: dd/mm/yyyy}\n", "has no strptime directive"),
         (MINIMAL.replace("owner_email", "owner"), "missing key 'owner_email'"),
-        ("activity_event: {value: abc}\nopportunity_id: {column: A}\nowner_email: {column: B}\n", "'activity_event.value'"),
+        (
+            "activity_event: {value: abc}\nopportunity_id: {column: A}\nowner_email: {column: B}\n",
+            "'activity_event.value'",
+        ),
         ("activity_event: {value: 201\n", "line 2, column 1: invalid YAML"),
-        (MINIMAL + "note: {template: 'x'}\nfields:\n  mx_Custom_1: {template: 'y'}\n", "unknown key 'fields.mx_Custom_1.template'"),
+        (
+            MINIMAL + "note: {template: 'x'}\nfields:\n  mx_Custom_1: {template: 'y'}\n",
+            "unknown key 'fields.mx_Custom_1.template'",
+        ),
     ],
 )
 def test_mapping_rejects_bad_file_naming_the_key(tmp_path, text, expected):
@@ -103,9 +121,15 @@ def test_mapping_event_by_name(tmp_path):
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ('{name: "Site Visit", value: 202}', "'activity_event': give exactly one of column or value or name (got 2)"),
+        (
+            '{name: "Site Visit", value: 202}',
+            "'activity_event': give exactly one of column or value or name (got 2)",
+        ),
         ('{name: "  "}', "'activity_event.name': name must be an activity type's name, not blank"),
-        ('{nmae: "Site Visit"}', "unknown key 'activity_event.nmae' (did you mean 'name'? allowed: column, value, name)"),
+        (
+            '{nmae: "Site Visit"}',
+            "unknown key 'activity_event.nmae' (did you mean 'name'? allowed: column, value, name)",
+        ),
     ],
 )
 def test_mapping_event_name_problems(tmp_path, event, message):

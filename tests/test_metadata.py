@@ -40,19 +40,27 @@ from tests.helpers import make_sheet
 
 OPP = DEFAULT_OPPORTUNITIES[0]
 OWNER = "asha.rao@example.com"
-DOCS = ActivityMeta(201, "Document Collected", {
-    "mx_Custom_1": FieldMeta("mx_Custom_1", "PAN Number", "String", mandatory=True),
-    "mx_Custom_2": FieldMeta("mx_Custom_2", "Amount", "Number"),
-    "mx_Custom_3": FieldMeta("mx_Custom_3", "Due Date", "Date"),
-    "mx_Custom_4": FieldMeta("mx_Custom_4", "Channel", "Dropdown", options=("Branch", "Online", "Phone")),
-    "mx_Custom_6": FieldMeta("mx_Custom_6", "Documents", "MultiSelect", options=("PAN Card", "Aadhaar", "Bank Statement")),
-    "mx_Custom_7": FieldMeta("mx_Custom_7", "Verified", "Boolean"),
-    "mx_Custom_8": FieldMeta("mx_Custom_8", "Visit Time", "DateTime"),
-})
+DOCS = ActivityMeta(
+    201,
+    "Document Collected",
+    {
+        "mx_Custom_1": FieldMeta("mx_Custom_1", "PAN Number", "String", mandatory=True),
+        "mx_Custom_2": FieldMeta("mx_Custom_2", "Amount", "Number"),
+        "mx_Custom_3": FieldMeta("mx_Custom_3", "Due Date", "Date"),
+        "mx_Custom_4": FieldMeta("mx_Custom_4", "Channel", "Dropdown", options=("Branch", "Online", "Phone")),
+        "mx_Custom_6": FieldMeta(
+            "mx_Custom_6", "Documents", "MultiSelect", options=("PAN Card", "Aadhaar", "Bank Statement")
+        ),
+        "mx_Custom_7": FieldMeta("mx_Custom_7", "Verified", "Boolean"),
+        "mx_Custom_8": FieldMeta("mx_Custom_8", "Visit Time", "DateTime"),
+    },
+)
 
 
 def client_of(sandbox: Sandbox, access_key: str | None = None, secret_key: str | None = None) -> LsqClient:
-    return LsqClient(sandbox.url, Credentials(access_key or sandbox.access_key, secret_key or sandbox.secret_key))
+    return LsqClient(
+        sandbox.url, Credentials(access_key or sandbox.access_key, secret_key or sandbox.secret_key)
+    )
 
 
 def metadata_calls(sandbox: Sandbox) -> list[str]:
@@ -60,8 +68,15 @@ def metadata_calls(sandbox: Sandbox) -> list[str]:
 
 
 def mapping_of(fields: dict[str, dict], **top: object) -> Mapping:
-    return Mapping.model_validate({"activity_event": {"value": 201}, "opportunity_id": {"column": "Opp"},
-                                   "owner_email": {"column": "Owner"}, "fields": fields, **top})
+    return Mapping.model_validate(
+        {
+            "activity_event": {"value": 201},
+            "opportunity_id": {"column": "Opp"},
+            "owner_email": {"column": "Owner"},
+            "fields": fields,
+            **top,
+        }
+    )
 
 
 def checked(cells: dict[str, list[str]], fields: dict[str, dict], **top: object):
@@ -99,17 +114,37 @@ def test_parse_option_set_reads_the_json_string(raw, expected):
 
 @pytest.mark.parametrize(
     ("data_type", "kind"),
-    [("String", "text"), ("Number", "number"), ("Decimal", "number"), ("Date", "date"), ("DateTime", "datetime"),
-     ("Boolean", "boolean"), ("Dropdown", "dropdown"), ("SearchableDropdown", "dropdown"),
-     ("MultiSelect", "multiselect"), ("Multi Select Dropdown", "multiselect"), ("Rating", "text"), ("", "text")],
+    [
+        ("String", "text"),
+        ("Number", "number"),
+        ("Decimal", "number"),
+        ("Date", "date"),
+        ("DateTime", "datetime"),
+        ("Boolean", "boolean"),
+        ("Dropdown", "dropdown"),
+        ("SearchableDropdown", "dropdown"),
+        ("MultiSelect", "multiselect"),
+        ("Multi Select Dropdown", "multiselect"),
+        ("Rating", "text"),
+        ("", "text"),
+    ],
 )
 def test_data_kind_of_each_data_type(data_type, kind):
     assert data_kind(data_type) == kind
 
 
 def test_parse_activity_setting_tolerates_missing_and_odd_attributes():
-    meta = parse_activity_setting(7, {"Name": "X", "Fields": [
-        {"SchemaName": "mx_Custom_1", "IsMandatory": "true"}, {"DisplayName": "no schema"}, "junk"]})
+    meta = parse_activity_setting(
+        7,
+        {
+            "Name": "X",
+            "Fields": [
+                {"SchemaName": "mx_Custom_1", "IsMandatory": "true"},
+                {"DisplayName": "no schema"},
+                "junk",
+            ],
+        },
+    )
     assert meta.display_name == "X"
     assert list(meta.fields) == ["mx_Custom_1"]
     assert (meta.fields["mx_Custom_1"].data_type, meta.fields["mx_Custom_1"].mandatory) == ("String", True)
@@ -117,20 +152,26 @@ def test_parse_activity_setting_tolerates_missing_and_odd_attributes():
 
 @pytest.mark.parametrize(
     "data",
-    [[{"ActivityEvent": 201, "ActivityEventName": "Document Collected"}],
-     {"List": [{"EventCode": "201", "DisplayName": "Document Collected"}]}],
+    [
+        [{"ActivityEvent": 201, "ActivityEventName": "Document Collected"}],
+        {"List": [{"EventCode": "201", "DisplayName": "Document Collected"}]},
+    ],
 )
 def test_parse_activity_types_reads_either_shape(data):
     assert parse_activity_types(data) == {201: "Document Collected"}
 
 
-@pytest.mark.parametrize("name", ["Document Collected", "document collected", "DocumentCollected", " DOCUMENT  collected "])
+@pytest.mark.parametrize(
+    "name", ["Document Collected", "document collected", "DocumentCollected", " DOCUMENT  collected "]
+)
 def test_find_type_ignores_case_and_spaces(name):
     assert find_type(name, {201: "Document Collected", 202: "Site Visit"}) == 201
 
 
 def test_find_type_unknown_name_suggests_and_lists_types():
-    with pytest.raises(ValueError, match=r"did you mean 'Site Visit'\?.*201 Document Collected, 202 Site Visit"):
+    with pytest.raises(
+        ValueError, match=r"did you mean 'Site Visit'\?.*201 Document Collected, 202 Site Visit"
+    ):
         find_type("Site Visits", {201: "Document Collected", 202: "Site Visit"})
 
 
@@ -153,11 +194,16 @@ def test_check_keys_of_another_region_names_the_host_to_use():
     account = Account(other_region_keys={"u$eu-key": "api-us11.leadsquared.com"})
     with Sandbox(account) as sandbox, pytest.raises(AuthError) as caught:
         check_keys(client_of(sandbox, access_key="u$eu-key"))
-    assert str(caught.value).endswith("these keys belong to api-us11.leadsquared.com: use --host api-us11.leadsquared.com")
+    assert str(caught.value).endswith(
+        "these keys belong to api-us11.leadsquared.com: use --host api-us11.leadsquared.com"
+    )
 
 
 def test_open_account_refuses_a_host_that_is_not_the_accounts():
-    with Sandbox(Account(api_host="https://api-in21.leadsquared.com/")) as sandbox, pytest.raises(ApiUnusableError) as caught:
+    with (
+        Sandbox(Account(api_host="https://api-in21.leadsquared.com/")) as sandbox,
+        pytest.raises(ApiUnusableError) as caught,
+    ):
         open_account(client_of(sandbox), MetadataSettings())
     assert "use --host api-in21.leadsquared.com" in str(caught.value)
     assert [r.path for r in sandbox.request_log] == ["/v2/Authentication.svc/UserByAccessKey.Get"]
@@ -218,8 +264,9 @@ def test_cache_refresh_and_expiry_fetch_again(sandbox, tmp_path):
     assert metadata_calls(sandbox) == [ACTIVITY_SETTING_PATH]
     sandbox.reset()
     client = client_of(sandbox)
-    later = AccountMetadata(client, check_keys(client), MetadataSettings(tmp_path, ttl_hours=1),
-                            clock=lambda: time.time() + 3601)
+    later = AccountMetadata(
+        client, check_keys(client), MetadataSettings(tmp_path, ttl_hours=1), clock=lambda: time.time() + 3601
+    )
     later.activity(201)
     assert metadata_calls(sandbox) == [ACTIVITY_SETTING_PATH]
 
@@ -270,14 +317,20 @@ def test_default_cache_dir(environ, expected):
 
 def test_check_mapping_unknown_schema_name_lists_the_valid_ones():
     with pytest.raises(MappingError) as caught:
-        check_mapping(mapping_of({"mx_Custom_1": {"column": "PAN"}, "mx_Custom_9": {"column": "X"}}), [DOCS], "m.yaml")
+        check_mapping(
+            mapping_of({"mx_Custom_1": {"column": "PAN"}, "mx_Custom_9": {"column": "X"}}), [DOCS], "m.yaml"
+        )
     message = str(caught.value)
-    assert message.startswith("m.yaml: 'fields.mx_Custom_9': Document Collected (201) has no field mx_Custom_9")
+    assert message.startswith(
+        "m.yaml: 'fields.mx_Custom_9': Document Collected (201) has no field mx_Custom_9"
+    )
     assert "mx_Custom_1 (PAN Number), mx_Custom_2 (Amount), mx_Custom_3 (Due Date)" in message
 
 
 def test_check_mapping_unmapped_mandatory_field_is_an_error():
-    with pytest.raises(MappingError, match=r"'fields': Document Collected \(201\) requires mx_Custom_1 \(PAN Number\)"):
+    with pytest.raises(
+        MappingError, match=r"'fields': Document Collected \(201\) requires mx_Custom_1 \(PAN Number\)"
+    ):
         check_mapping(mapping_of({"mx_Custom_2": {"column": "Amount", "type": "number"}}), [DOCS], "m.yaml")
 
 
@@ -291,15 +344,20 @@ def test_check_mapping_unmapped_mandatory_field_is_an_error():
     ],
 )
 def test_check_mapping_declared_type_contradicting_the_data_type_warns(field, warned):
-    warnings = check_mapping(mapping_of({"mx_Custom_1": {"column": "PAN"}, "mx_Custom_2": field}), [DOCS], "m.yaml")
+    warnings = check_mapping(
+        mapping_of({"mx_Custom_1": {"column": "PAN"}, "mx_Custom_2": field}), [DOCS], "m.yaml"
+    )
     assert bool(warnings) is warned
     if warned:
         assert "mx_Custom_2 (Amount) is a Number field of Document Collected (201)" in warnings[0]
 
 
 def test_check_mapping_text_on_dropdowns_is_no_contradiction():
-    fields = {"mx_Custom_1": {"column": "PAN"}, "mx_Custom_4": {"column": "C", "type": "text"},
-              "mx_Custom_6": {"column": "D"}}
+    fields = {
+        "mx_Custom_1": {"column": "PAN"},
+        "mx_Custom_4": {"column": "C", "type": "text"},
+        "mx_Custom_6": {"column": "D"},
+    }
     assert check_mapping(mapping_of(fields), [DOCS], "m.yaml") == []
 
 
@@ -310,36 +368,67 @@ PAN = {"mx_Custom_1": {"column": "PAN"}}
 
 def test_rows_numbers_dates_and_booleans_are_checked_by_data_type():
     result = checked(
-        {"PAN": ["P1", "P2", "P3", "P4"], "Amount": ["1,234.50", "12abc", "7", "8"],
-         "Due": ["2024-03-05", "2024-03-05", "05/03/2024", "2024-03-06 10:00:00"], "Ok": ["yes", "no", "1", "maybe"]},
-        {**PAN, "mx_Custom_2": {"column": "Amount"}, "mx_Custom_3": {"column": "Due"}, "mx_Custom_7": {"column": "Ok"}},
+        {
+            "PAN": ["P1", "P2", "P3", "P4"],
+            "Amount": ["1,234.50", "12abc", "7", "8"],
+            "Due": ["2024-03-05", "2024-03-05", "05/03/2024", "2024-03-06 10:00:00"],
+            "Ok": ["yes", "no", "1", "maybe"],
+        },
+        {
+            **PAN,
+            "mx_Custom_2": {"column": "Amount"},
+            "mx_Custom_3": {"column": "Due"},
+            "mx_Custom_7": {"column": "Ok"},
+        },
     )
-    assert field_values(result) == [{"mx_Custom_1": "P1", "mx_Custom_2": "1234.50", "mx_Custom_3": "2024-03-05 00:00:00",
-                                     "mx_Custom_7": "true"}]
+    assert field_values(result) == [
+        {
+            "mx_Custom_1": "P1",
+            "mx_Custom_2": "1234.50",
+            "mx_Custom_3": "2024-03-05 00:00:00",
+            "mx_Custom_7": "true",
+        }
+    ]
     errors = [(e.source_row, e.stage, e.column, e.message) for e in result.errors]
     assert errors == [
         (3, Stage.VALIDATION, "Amount", "not a number: '12abc' (mx_Custom_2 (Amount) is a Number field)"),
-        (4, Stage.VALIDATION, "Due", "not a date in the format ISO (YYYY-MM-DD HH:MM:SS): '05/03/2024' "
-                                     "(mx_Custom_3 (Due Date) is a Date field)"),
-        (5, Stage.VALIDATION, "Ok", "not a yes/no value: 'maybe' (use true/false, yes/no, 1/0) "
-                                    "(mx_Custom_7 (Verified) is a Boolean field)"),
+        (
+            4,
+            Stage.VALIDATION,
+            "Due",
+            "not a date in the format ISO (YYYY-MM-DD HH:MM:SS): '05/03/2024' "
+            "(mx_Custom_3 (Due Date) is a Date field)",
+        ),
+        (
+            5,
+            Stage.VALIDATION,
+            "Ok",
+            "not a yes/no value: 'maybe' (use true/false, yes/no, 1/0) "
+            "(mx_Custom_7 (Verified) is a Boolean field)",
+        ),
     ]
 
 
 def test_rows_declared_type_contradicting_the_field_fail_each_row():
-    result = checked({"PAN": ["P1"], "When": ["2024-03-05"]}, {**PAN, "mx_Custom_2": {"column": "When", "type": "date"}})
+    result = checked(
+        {"PAN": ["P1"], "When": ["2024-03-05"]}, {**PAN, "mx_Custom_2": {"column": "When", "type": "date"}}
+    )
     assert result.rows == []
     assert "not a number: '2024-03-05 00:00:00'" in result.errors[0].message
 
 
 def test_rows_datetime_field_values_become_utc_wire_times():
-    result = checked({"PAN": ["P1"], "At": ["2024-03-05T14:15:00+05:30"]}, {**PAN, "mx_Custom_8": {"column": "At"}})
+    result = checked(
+        {"PAN": ["P1"], "At": ["2024-03-05T14:15:00+05:30"]}, {**PAN, "mx_Custom_8": {"column": "At"}}
+    )
     assert field_values(result)[0]["mx_Custom_8"] == "2024-03-05 08:45:00"
 
 
 def test_rows_dropdown_matches_case_insensitively_and_sends_the_exact_spelling():
-    result = checked({"PAN": ["P1", "P2", "P3"], "Channel": ["branch", " ONLINE ", "Walk-in"]},
-                     {**PAN, "mx_Custom_4": {"column": "Channel"}})
+    result = checked(
+        {"PAN": ["P1", "P2", "P3"], "Channel": ["branch", " ONLINE ", "Walk-in"]},
+        {**PAN, "mx_Custom_4": {"column": "Channel"}},
+    )
     assert [values["mx_Custom_4"] for values in field_values(result)] == ["Branch", "Online"]
     (error,) = result.errors
     assert (error.source_row, error.column) == (4, "Channel")
@@ -347,20 +436,28 @@ def test_rows_dropdown_matches_case_insensitively_and_sends_the_exact_spelling()
 
 
 def test_rows_dropdowns_are_not_checked_when_skip_dropdown_validation_is_set():
-    result = checked({"PAN": ["P1"], "Channel": ["Walk-in"], "Docs": ["Voter ID"]},
-                     {**PAN, "mx_Custom_4": {"column": "Channel"}, "mx_Custom_6": {"column": "Docs"}},
-                     skip_dropdown_validation=True)
+    result = checked(
+        {"PAN": ["P1"], "Channel": ["Walk-in"], "Docs": ["Voter ID"]},
+        {**PAN, "mx_Custom_4": {"column": "Channel"}, "mx_Custom_6": {"column": "Docs"}},
+        skip_dropdown_validation=True,
+    )
     assert result.errors == []
-    assert field_values(result) == [{"mx_Custom_1": "P1", "mx_Custom_4": "Walk-in", "mx_Custom_6": "Voter ID"}]
+    assert field_values(result) == [
+        {"mx_Custom_1": "P1", "mx_Custom_4": "Walk-in", "mx_Custom_6": "Voter ID"}
+    ]
 
 
 def test_rows_multi_select_values_are_split_and_checked_one_by_one():
-    result = checked({"PAN": ["P1", "P2", "P3"], "Docs": ["pan card; AADHAAR", "PAN Card;Voter ID;Passport", " ; "]},
-                     {**PAN, "mx_Custom_6": {"column": "Docs"}})
+    result = checked(
+        {"PAN": ["P1", "P2", "P3"], "Docs": ["pan card; AADHAAR", "PAN Card;Voter ID;Passport", " ; "]},
+        {**PAN, "mx_Custom_6": {"column": "Docs"}},
+    )
     assert field_values(result) == [{"mx_Custom_1": "P1", "mx_Custom_6": "PAN Card;Aadhaar"}]
     messages = [e.message for e in result.errors]
-    assert messages[0] == ("'Voter ID', 'Passport' are not among the options of mx_Custom_6 (Documents) "
-                           "(separate several with ';'): PAN Card, Aadhaar, Bank Statement")
+    assert messages[0] == (
+        "'Voter ID', 'Passport' are not among the options of mx_Custom_6 (Documents) "
+        "(separate several with ';'): PAN Card, Aadhaar, Bank Statement"
+    )
     assert messages[1].startswith("';' is not among the options")  # cells are trimmed first
 
 
@@ -377,26 +474,50 @@ def test_rows_invalid_constant_is_a_mapping_error():
 
 
 def test_rows_keep_earlier_validation_errors_in_row_order():
-    result = checked({"PAN": ["P1", "P2"], "Amount": ["x", "1"], "Channel": ["Branch", "Walk-in"]},
-                     {**PAN, "mx_Custom_2": {"column": "Amount", "type": "number"}, "mx_Custom_4": {"column": "Channel"}})
+    result = checked(
+        {"PAN": ["P1", "P2"], "Amount": ["x", "1"], "Channel": ["Branch", "Walk-in"]},
+        {**PAN, "mx_Custom_2": {"column": "Amount", "type": "number"}, "mx_Custom_4": {"column": "Channel"}},
+    )
     assert [(e.source_row, e.column) for e in result.errors] == [(2, "Amount"), (3, "Channel")]
 
 
 def test_rows_with_an_event_column_of_unknown_codes_fail():
-    mapping = Mapping.model_validate({"activity_event": {"column": "Event"}, "opportunity_id": {"column": "Opp"},
-                                      "owner_email": {"column": "Owner"}, "fields": PAN})
-    sheet = make_sheet(["Opp", "Owner", "Event", "PAN"], [[OPP, OWNER, "201", "P1"], [OPP, OWNER, "999", "P2"]])
-    result = check_rows(validate_sheet(sheet, mapping), mapping, {201: DOCS}, "m.yaml",
-                        known_types={201: "Document Collected"})
+    mapping = Mapping.model_validate(
+        {
+            "activity_event": {"column": "Event"},
+            "opportunity_id": {"column": "Opp"},
+            "owner_email": {"column": "Owner"},
+            "fields": PAN,
+        }
+    )
+    sheet = make_sheet(
+        ["Opp", "Owner", "Event", "PAN"], [[OPP, OWNER, "201", "P1"], [OPP, OWNER, "999", "P2"]]
+    )
+    result = check_rows(
+        validate_sheet(sheet, mapping),
+        mapping,
+        {201: DOCS},
+        "m.yaml",
+        known_types={201: "Document Collected"},
+    )
     assert len(result.rows) == 1
     (error,) = result.errors
     assert (error.source_row, error.column) == (3, "Event")
-    assert error.message == "activity event 999 is not an activity type of this account; its types: 201 Document Collected"
+    assert (
+        error.message
+        == "activity event 999 is not an activity type of this account; its types: 201 Document Collected"
+    )
 
 
 def test_rows_of_a_named_event_get_the_resolved_code():
-    mapping = Mapping.model_validate({"activity_event": {"name": "Document Collected"}, "opportunity_id": {"column": "Opp"},
-                                      "owner_email": {"column": "Owner"}, "fields": PAN})
+    mapping = Mapping.model_validate(
+        {
+            "activity_event": {"name": "Document Collected"},
+            "opportunity_id": {"column": "Opp"},
+            "owner_email": {"column": "Owner"},
+            "fields": PAN,
+        }
+    )
     validated = validate_sheet(make_sheet(["Opp", "Owner", "PAN"], [[OPP, OWNER, "P1"]]), mapping)
     assert validated.rows[0].body["ActivityEvent"] == UNRESOLVED_EVENT  # offline: not known yet
     result = check_rows(validated, mapping, {201: DOCS}, "m.yaml", event_code=201)

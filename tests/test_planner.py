@@ -11,7 +11,10 @@ from importer.records import PlannedRow
 
 
 def rows_for(opportunities: list[str]) -> list[PlannedRow]:
-    return [PlannedRow(n, opp, {"ActivityEvent": 201, "ActivityOwnerEmail": "a@b.co"}) for n, opp in enumerate(opportunities, start=2)]
+    return [
+        PlannedRow(n, opp, {"ActivityEvent": 201, "ActivityOwnerEmail": "a@b.co"})
+        for n, opp in enumerate(opportunities, start=2)
+    ]
 
 
 def test_plan_30_rows_on_one_opportunity_take_two_calls():
@@ -23,7 +26,10 @@ def test_plan_30_rows_on_one_opportunity_take_two_calls():
 def test_plan_groups_by_opportunity_in_order_of_first_appearance():
     batches = plan_batches(rows_for(["A", "B", "A", "C", "B"]))
     assert [(b.opportunity_id, [r.source_row for r in b.rows]) for b in batches] == [
-        ("A", [2, 4]), ("B", [3, 6]), ("C", [5])]
+        ("A", [2, 4]),
+        ("B", [3, 6]),
+        ("C", [5]),
+    ]
 
 
 def test_plan_respects_a_smaller_batch_size():

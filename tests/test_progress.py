@@ -27,8 +27,12 @@ def test_progress_shows_calls_ahead_and_time_left_at_the_rate_limit(sandbox, tmp
         for n in range(60):  # 30 rows on each of two opportunities: 2 calls each
             writer.writerow([DEFAULT_OPPORTUNITIES[n % 2], DEFAULT_USERS[0], f"ABCDE{n:04d}F"])
     config = ImportConfig(
-        input_path=source, mapping_path=write_yaml(tmp_path, MAPPING), host=sandbox.url,
-        credentials=Credentials(sandbox.access_key, sandbox.secret_key), progress=True, use_journal=False,
+        input_path=source,
+        mapping_path=write_yaml(tmp_path, MAPPING),
+        host=sandbox.url,
+        credentials=Credentials(sandbox.access_key, sandbox.secret_key),
+        progress=True,
+        use_journal=False,
         rate_limit=RateLimit(10, 100.0),  # room for the checks and the 4 calls at once; 102 s a window
     )
     result = run_import(config)

@@ -27,24 +27,37 @@ from importer.sandbox import ACTIVITY_SETTING_PATH, DEFAULT_OPPORTUNITIES, DEFAU
 from importer.validate import validate_sheet
 from tests.helpers import make_sheet
 
-HEADERS = ["Opportunity ID", "Owner Email", "Note", "When", "PAN", "Amount", "Due", "Reference", "Channel",
-           "Documents", "Verified"]
-MAPPING = Mapping.model_validate({
-    "activity_event": {"value": 201},
-    "opportunity_id": {"column": "Opportunity ID"},
-    "owner_email": {"column": "Owner Email"},
-    "note": {"column": "Note"},
-    "activity_datetime": {"column": "When", "format": "%d/%m/%Y %H:%M", "timezone": "Asia/Kolkata"},
-    "fields": {
-        "mx_Custom_1": {"column": "PAN", "required": True},
-        "mx_Custom_2": {"column": "Amount", "type": "number"},
-        "mx_Custom_3": {"column": "Due", "type": "date", "format": "%d/%m/%Y"},
-        "mx_Custom_4": {"column": "Channel"},
-        "mx_Custom_5": {"column": "Reference"},
-        "mx_Custom_6": {"column": "Documents"},
-        "mx_Custom_7": {"column": "Verified", "type": "boolean"},
-    },
-})
+HEADERS = [
+    "Opportunity ID",
+    "Owner Email",
+    "Note",
+    "When",
+    "PAN",
+    "Amount",
+    "Due",
+    "Reference",
+    "Channel",
+    "Documents",
+    "Verified",
+]
+MAPPING = Mapping.model_validate(
+    {
+        "activity_event": {"value": 201},
+        "opportunity_id": {"column": "Opportunity ID"},
+        "owner_email": {"column": "Owner Email"},
+        "note": {"column": "Note"},
+        "activity_datetime": {"column": "When", "format": "%d/%m/%Y %H:%M", "timezone": "Asia/Kolkata"},
+        "fields": {
+            "mx_Custom_1": {"column": "PAN", "required": True},
+            "mx_Custom_2": {"column": "Amount", "type": "number"},
+            "mx_Custom_3": {"column": "Due", "type": "date", "format": "%d/%m/%Y"},
+            "mx_Custom_4": {"column": "Channel"},
+            "mx_Custom_5": {"column": "Reference"},
+            "mx_Custom_6": {"column": "Documents"},
+            "mx_Custom_7": {"column": "Verified", "type": "boolean"},
+        },
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +76,11 @@ def decorated(values: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 def recased(values: list[str]) -> st.SearchStrategy[str]:
-    return st.builds(lambda value, how: getattr(value, how)(), st.sampled_from(values),
-                     st.sampled_from(["lower", "upper", "title", "strip"]))
+    return st.builds(
+        lambda value, how: getattr(value, how)(),
+        st.sampled_from(values),
+        st.sampled_from(["lower", "upper", "title", "strip"]),
+    )
 
 
 moments = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(9999, 12, 30))
@@ -76,13 +92,22 @@ VALID = {
     "Opportunity ID": decorated(st.sampled_from(DEFAULT_OPPORTUNITIES[:5])),
     "Owner Email": decorated(recased(DEFAULT_USERS)),
     "Note": st.text(),
-    "When": st.one_of(moments.map(lambda m: m.strftime("%d/%m/%Y %H:%M")), moments.map(str),
-                      st.floats(20_000, 79_999).map(lambda f: f"{f:.5f}"), st.just("")),
+    "When": st.one_of(
+        moments.map(lambda m: m.strftime("%d/%m/%Y %H:%M")),
+        moments.map(str),
+        st.floats(20_000, 79_999).map(lambda f: f"{f:.5f}"),
+        st.just(""),
+    ),
     "PAN": decorated(st.from_regex(r"[A-Z]{5}[0-9]{4}[A-Z]", fullmatch=True)),
-    "Amount": st.one_of(st.decimals(allow_nan=False, allow_infinity=False, places=2).map(str),
-                        st.integers(-(10**12), 10**12).map(lambda n: f"{n:,}"),
-                        st.floats(-1e12, 1e12).map(str), st.sampled_from([".5", "5.", "+3", "-0", "1e5", ""])),
-    "Due": st.one_of(days.map(lambda d: d.strftime("%d/%m/%Y")), days.map(str), st.integers(20_000, 79_999).map(str)),
+    "Amount": st.one_of(
+        st.decimals(allow_nan=False, allow_infinity=False, places=2).map(str),
+        st.integers(-(10**12), 10**12).map(lambda n: f"{n:,}"),
+        st.floats(-1e12, 1e12).map(str),
+        st.sampled_from([".5", "5.", "+3", "-0", "1e5", ""]),
+    ),
+    "Due": st.one_of(
+        days.map(lambda d: d.strftime("%d/%m/%Y")), days.map(str), st.integers(20_000, 79_999).map(str)
+    ),
     "Reference": st.one_of(st.text(), st.from_regex(r"0[0-9]{5}", fullmatch=True)),
     "Channel": st.one_of(decorated(recased(["Branch", "Online", "Phone", "Partner"])), st.just("")),
     "Documents": st.one_of(st.lists(recased(OPTIONS), min_size=1, max_size=4).map(";".join), st.just("")),
@@ -91,9 +116,28 @@ VALID = {
 # What may spoil a cell: near misses people make, and any text at all.
 SPOILED = st.one_of(
     st.text(),
-    st.sampled_from(["1.23457E+17", "", " ", f"{DEFAULT_USERS[0]}.", f"a@@{DEFAULT_USERS[0]}", "1e999999999",
-                     "1e-999999999", "0024-03-26", "0001-01-01 00:00:00", "9999-12-31 23:59:00", "31/02/2024",
-                     "1,2,3", "nan", "inf", "Branch;Online", "PAN Card;;Aadhaar", "maybe", "12345"]),
+    st.sampled_from(
+        [
+            "1.23457E+17",
+            "",
+            " ",
+            f"{DEFAULT_USERS[0]}.",
+            f"a@@{DEFAULT_USERS[0]}",
+            "1e999999999",
+            "1e-999999999",
+            "0024-03-26",
+            "0001-01-01 00:00:00",
+            "9999-12-31 23:59:00",
+            "31/02/2024",
+            "1,2,3",
+            "nan",
+            "inf",
+            "Branch;Online",
+            "PAN Card;;Aadhaar",
+            "maybe",
+            "12345",
+        ]
+    ),
     st.datetimes().map(str),
     st.floats().map(str),
 )
@@ -101,15 +145,21 @@ SPOILED = st.one_of(
 # cells are only spoiled in ways the validator must refuse.
 SPOILERS = {
     "Opportunity ID": st.sampled_from(["1.23457E+17", "", " \u00a0"]),
-    "Owner Email": st.one_of(st.text(alphabet=st.characters(exclude_characters="@")),
-                             st.sampled_from([f"{DEFAULT_USERS[0]}.", f"a@@{DEFAULT_USERS[0]}", "a b@example.com"])),
+    "Owner Email": st.one_of(
+        st.text(alphabet=st.characters(exclude_characters="@")),
+        st.sampled_from([f"{DEFAULT_USERS[0]}.", f"a@@{DEFAULT_USERS[0]}", "a b@example.com"]),
+    ),
 }
 rows = st.lists(
-    st.builds(lambda cells, spoiled: [spoiled.get(name, cells[name]) for name in HEADERS],
-              st.fixed_dictionaries(VALID),
-              st.sampled_from(HEADERS).flatmap(lambda name: st.dictionaries(st.just(name), SPOILERS.get(name, SPOILED),
-                                                                            max_size=1))),
-    min_size=1, max_size=6,
+    st.builds(
+        lambda cells, spoiled: [spoiled.get(name, cells[name]) for name in HEADERS],
+        st.fixed_dictionaries(VALID),
+        st.sampled_from(HEADERS).flatmap(
+            lambda name: st.dictionaries(st.just(name), SPOILERS.get(name, SPOILED), max_size=1)
+        ),
+    ),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -133,16 +183,20 @@ def test_validated_rows_are_created_and_rejected_rows_name_a_column(account, tab
 
 # Columns of many distinct date-times are converted all at once (importer.datetimes); a cell must
 # get the same value, or the same error, as when it is converted on its own.
-DATE_MAPPING = Mapping.model_validate({
-    "activity_event": {"value": 201},
-    "opportunity_id": {"column": "Opportunity ID"},
-    "owner_email": {"column": "Owner Email"},
-    "activity_datetime": {"column": "When", "format": "%d/%m/%Y %H:%M", "timezone": "Asia/Kolkata"},
-    "fields": {"mx_Custom_3": {"column": "Due", "type": "date"}},
-})
+DATE_MAPPING = Mapping.model_validate(
+    {
+        "activity_event": {"value": 201},
+        "opportunity_id": {"column": "Opportunity ID"},
+        "owner_email": {"column": "Owner Email"},
+        "activity_datetime": {"column": "When", "format": "%d/%m/%Y %H:%M", "timezone": "Asia/Kolkata"},
+        "fields": {"mx_Custom_3": {"column": "Due", "type": "date"}},
+    }
+)
 when_texts = st.one_of(
     st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)).flatmap(
-        lambda m: st.sampled_from([m.strftime("%d/%m/%Y %H:%M"), m.strftime("%Y-%m-%d %H:%M:%S"), str(m.date())])
+        lambda m: st.sampled_from(
+            [m.strftime("%d/%m/%Y %H:%M"), m.strftime("%Y-%m-%d %H:%M:%S"), str(m.date())]
+        )
     ),
     st.floats(19_000, 81_000).map(lambda f: f"{f:.4f}"),
     st.text(alphabet="0123456789/-: ", max_size=19),
@@ -151,7 +205,9 @@ when_texts = st.one_of(
 
 def _outcomes(validated, count: int) -> list[tuple[str, object]]:
     errors = {e.source_row: e.message for e in validated.errors}
-    bodies = {row.source_row: (row.body.get("ActivityDateTime"), row.body.get("Fields")) for row in validated.rows}
+    bodies = {
+        row.source_row: (row.body.get("ActivityDateTime"), row.body.get("Fields")) for row in validated.rows
+    }
     return [("error", errors[n]) if n in errors else ("ok", bodies[n]) for n in range(2, count + 2)]
 
 

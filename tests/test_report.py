@@ -62,7 +62,9 @@ def single_value_workbook(tmp_path: Path, values: list[str]) -> Path:
 
 def storable(text: str) -> str:
     """What an xlsx can hold: everything but surrogates, U+FFFE and U+FFFF (controls are escaped)."""
-    return "".join(ch if not ("\ud800" <= ch <= "\udfff" or ch in "\ufffe\uffff") else "\ufffd" for ch in text)
+    return "".join(
+        ch if not ("\ud800" <= ch <= "\udfff" or ch in "\ufffe\uffff") else "\ufffd" for ch in text
+    )
 
 
 # Layout

@@ -37,8 +37,13 @@ def make_rows(count: int, *, seed: int, bad_every: int = 0, duplicates: int = 0)
     rng = random.Random(seed)
     rows = []
     for n in range(count):
-        row = {"Opportunity ID": rng.choice(DEFAULT_OPPORTUNITIES[:80]), "Owner Email": rng.choice(DEFAULT_USERS),
-               "Note": f"visit {n}", "PAN": f"ABCDE{n:04d}F", "Amount": f"{rng.randint(1, 99999)}.50"}
+        row = {
+            "Opportunity ID": rng.choice(DEFAULT_OPPORTUNITIES[:80]),
+            "Owner Email": rng.choice(DEFAULT_USERS),
+            "Note": f"visit {n}",
+            "PAN": f"ABCDE{n:04d}F",
+            "Amount": f"{rng.randint(1, 99999)}.50",
+        }
         if bad_every and n % bad_every == 0:
             row["Amount"] = "12,5x"
         rows.append(row)
@@ -46,8 +51,6 @@ def make_rows(count: int, *, seed: int, bad_every: int = 0, duplicates: int = 0)
         rows.append(dict(rows[rng.randrange(len(rows))]))
     rng.shuffle(rows)
     return rows
-
-
 
 
 def expected_activities(rows: list[dict[str, str]]) -> Counter:
@@ -76,8 +79,21 @@ def mapping(tmp_path: Path) -> Path:
 
 def run(path: Path, mapping: Path, env: dict[str, str], *extra: str):
     summary = path.with_suffix(".summary.json")
-    result = run_cli("run", path, "--mapping", mapping, "--rate-limit", FAST, "--summary-json", summary,
-                     "--no-progress", "--retries", "12", *extra, env=env)
+    result = run_cli(
+        "run",
+        path,
+        "--mapping",
+        mapping,
+        "--rate-limit",
+        FAST,
+        "--summary-json",
+        summary,
+        "--no-progress",
+        "--retries",
+        "12",
+        *extra,
+        env=env,
+    )
     result.summary = json.loads(summary.read_text()) if summary.exists() else None
     return result
 
@@ -86,8 +102,16 @@ def run(path: Path, mapping: Path, env: dict[str, str], *extra: str):
 def test_faults_then_one_rerun_leave_every_valid_row_exactly_once(tmp_path, mapping, env, count_only):
     rows = make_rows(1100, seed=7, bad_every=37, duplicates=40)
     path = write_csv(tmp_path / "faulty.csv", rows)
-    faults = Faults(seed=11, latency_ms=(0, 3), p_throttle=0.04, p_500_mx=0.03, p_500_before=0.03,
-                    p_500_after=0.04, p_drop_after=0.04, count_only=count_only)
+    faults = Faults(
+        seed=11,
+        latency_ms=(0, 3),
+        p_throttle=0.04,
+        p_500_mx=0.03,
+        p_500_before=0.03,
+        p_500_after=0.04,
+        p_drop_after=0.04,
+        count_only=count_only,
+    )
     with Sandbox(faults=faults, rate_limit=(4000, 1.0)) as sandbox:
         env = {**env, "LSQ_HOST": sandbox.url}
         first = run(path, mapping, env, "--concurrency", "4", "--batch-size", "10")
@@ -99,18 +123,28 @@ def test_faults_then_one_rerun_leave_every_valid_row_exactly_once(tmp_path, mapp
         second = run(path, mapping, env, "--concurrency", "4", "--batch-size", "10")
         assert stored_activities(sandbox) == expected_activities(rows)  # exactly once: none lost, none twice
         assert second.code == 1, second.output
-        assert second.summary["rows_skipped"] + second.summary["rows_posted"] == len(rows) - len(invalid_source_rows(rows))
-        assert workbook_rows(tmp_path / "faulty.errors.xlsx") == [(n, "validation") for n in invalid_source_rows(rows)]
+        assert second.summary["rows_skipped"] + second.summary["rows_posted"] == len(rows) - len(
+            invalid_source_rows(rows)
+        )
+        assert workbook_rows(tmp_path / "faulty.errors.xlsx") == [
+            (n, "validation") for n in invalid_source_rows(rows)
+        ]
 
 
-def test_rerun_of_a_finished_import_sends_nothing_and_a_grown_file_sends_only_new_rows(tmp_path, mapping, sandbox, env):
+def test_rerun_of_a_finished_import_sends_nothing_and_a_grown_file_sends_only_new_rows(
+    tmp_path, mapping, sandbox, env
+):
     rows = make_rows(120, seed=3, duplicates=5)
     path = write_csv(tmp_path / "nightly.csv", rows)
     assert run(path, mapping, env).code == 0
     calls = sandbox.stats.bulk_calls
     again = run(path, mapping, env)
     assert again.code == 0, again.output
-    assert (again.summary["rows_skipped"], again.summary["calls"], sandbox.stats.bulk_calls) == (125, 0, calls)
+    assert (again.summary["rows_skipped"], again.summary["calls"], sandbox.stats.bulk_calls) == (
+        125,
+        0,
+        calls,
+    )
     grown = rows + make_rows(30, seed=4)[:30]
     write_csv(path, grown)
     third = run(path, mapping, env)
@@ -197,8 +231,20 @@ def test_pattern_runs_each_file_and_archives_it(tmp_path, mapping, sandbox, env)
     bad[0]["Amount"] = "12,5x"
     write_csv(incoming / "a.csv", bad)
     summary = tmp_path / "all.json"
-    result = run_cli("run", str(incoming / "*.csv"), "--mapping", mapping, "--rate-limit", FAST, "--archive", archive,
-                     "--summary-json", summary, "--no-progress", env=env)
+    result = run_cli(
+        "run",
+        str(incoming / "*.csv"),
+        "--mapping",
+        mapping,
+        "--rate-limit",
+        FAST,
+        "--archive",
+        archive,
+        "--summary-json",
+        summary,
+        "--no-progress",
+        env=env,
+    )
     assert result.code == 1, result.output
     assert list(incoming.iterdir()) == []
     names = sorted(p.name for p in archive.iterdir())
@@ -222,15 +268,30 @@ def test_log_format_json_writes_one_object_per_line(tmp_path, mapping, sandbox, 
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
 
 
-def _kill_and_rerun(trial: int, tmp_path: Path, mapping: Path, base_env: dict[str, str],
-                    rng: random.Random) -> tuple[Counter, Counter, bool]:
+def _kill_and_rerun(
+    trial: int, tmp_path: Path, mapping: Path, base_env: dict[str, str], rng: random.Random
+) -> tuple[Counter, Counter, bool]:
     rows = make_rows(150, seed=100 + trial, duplicates=6)
     path = write_csv(tmp_path / f"crash{trial}.csv", rows)
     journal = tmp_path / f"crash{trial}.sqlite"
     with Sandbox(faults=Faults(latency_ms=(1, 8), seed=trial), rate_limit=None) as sandbox:
         env = {**os.environ, **base_env, "LSQ_HOST": sandbox.url}
-        command = [sys.executable, "-m", "importer", "run", str(path), "--mapping", str(mapping), "--rate-limit", "300/1",
-                   "--journal", str(journal), "--no-progress", "--batch-size", str(rng.choice([5, 10, 25]))]
+        command = [
+            sys.executable,
+            "-m",
+            "importer",
+            "run",
+            str(path),
+            "--mapping",
+            str(mapping),
+            "--rate-limit",
+            "300/1",
+            "--journal",
+            str(journal),
+            "--no-progress",
+            "--batch-size",
+            str(rng.choice([5, 10, 25])),
+        ]
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = rng.randint(1, 25)
         deadline = time.monotonic() + 30
@@ -240,7 +301,9 @@ def _kill_and_rerun(trial: int, tmp_path: Path, mapping: Path, base_env: dict[st
         mid_run = process.poll() is None
         process.send_signal(signal.SIGKILL)
         process.wait()
-        mid_run = mid_run and sum(stored_activities(sandbox).values()) < sum(expected_activities(rows).values())
+        mid_run = mid_run and sum(stored_activities(sandbox).values()) < sum(
+            expected_activities(rows).values()
+        )
         finish = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert finish.returncode == 0, finish.stdout + finish.stderr
         stored = stored_activities(sandbox)

@@ -28,8 +28,13 @@ BAD = Path(__file__).parent / "data" / "bad"
 
 
 def _environment(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    return {"LSQ_ACCESS_KEY": ACCESS, "LSQ_SECRET_KEY": SECRET, "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"), "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state")}
+    return {
+        "LSQ_ACCESS_KEY": ACCESS,
+        "LSQ_SECRET_KEY": SECRET,
+        "LSQ_HOST": sandbox.url,
+        "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
+        "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
+    }
 
 
 def _source(tmp_path: Path) -> Path:
@@ -41,10 +46,32 @@ def _source(tmp_path: Path) -> Path:
 
 
 def _arguments(tmp_path: Path, log_format: str) -> list[str | Path]:
-    return ["run", _source(tmp_path), "--mapping", BAD / "mapping.yaml", "-vv", "--log-file", tmp_path / "run.log",
-            "--log-format", log_format, "--summary-json", tmp_path / "summary.json", "--journal",
-            tmp_path / "journal.sqlite", "--errors", tmp_path / "errors.xlsx", "--rate-limit", "50/1",
-            "--timeout", "0.5", "--retries", "1", "--no-progress", "--concurrency", "2"]
+    return [
+        "run",
+        _source(tmp_path),
+        "--mapping",
+        BAD / "mapping.yaml",
+        "-vv",
+        "--log-file",
+        tmp_path / "run.log",
+        "--log-format",
+        log_format,
+        "--summary-json",
+        tmp_path / "summary.json",
+        "--journal",
+        tmp_path / "journal.sqlite",
+        "--errors",
+        tmp_path / "errors.xlsx",
+        "--rate-limit",
+        "50/1",
+        "--timeout",
+        "0.5",
+        "--retries",
+        "1",
+        "--no-progress",
+        "--concurrency",
+        "2",
+    ]
 
 
 def _written_bytes(folder: Path) -> dict[str, bytes]:
@@ -122,7 +149,10 @@ def test_secrets_never_printed_by_the_installed_command(tmp_path):
         sandbox.queue_faults("500_after", "drop_after", "500_before")
         process = subprocess.run(
             [sys.executable, "-m", "importer", *map(str, _arguments(tmp_path, "text"))],
-            env={**os.environ, **_environment(sandbox, tmp_path)}, capture_output=True, text=True, timeout=120,
+            env={**os.environ, **_environment(sandbox, tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
             check=False,
         )
         _assert_keys_only_in_headers(sandbox)

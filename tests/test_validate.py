@@ -25,8 +25,16 @@ fields:
 
 
 def row(**cells: str) -> list[str]:
-    base = {"Opp": "OPP-1", "Owner": "asha.rao@example.com", "When": "26/03/2024 19:45", "Note": "ok",
-            "Amount": "12.50", "Due": "31/03/2024", "Flag": "Yes", "Ref": "00123"}
+    base = {
+        "Opp": "OPP-1",
+        "Owner": "asha.rao@example.com",
+        "When": "26/03/2024 19:45",
+        "Note": "ok",
+        "Amount": "12.50",
+        "Due": "31/03/2024",
+        "Flag": "Yes",
+        "Ref": "00123",
+    }
     base.update(cells)
     return [base[h] for h in HEADERS]
 
@@ -89,7 +97,15 @@ def test_validate_collects_every_error_of_a_row(mapping):
 
 @pytest.mark.parametrize(
     ("raw", "sent"),
-    [("1,234.50", "1234.50"), ("+5", "5"), (".5", "0.5"), ("-3", "-3"), ("1.5E3", "1500"), (" 7 ", "7"), ("00012", "12")],
+    [
+        ("1,234.50", "1234.50"),
+        ("+5", "5"),
+        (".5", "0.5"),
+        ("-3", "-3"),
+        ("1.5E3", "1500"),
+        (" 7 ", "7"),
+        ("00012", "12"),
+    ],
 )
 def test_validate_number_becomes_plain_decimal(mapping, raw, sent):
     (planned,) = validate_sheet(make_sheet(HEADERS, [row(Amount=raw)]), mapping).rows
@@ -110,20 +126,27 @@ def test_validate_datetime_is_sent_as_utc(mapping, when, sent):
 
 
 def test_validate_empty_optional_cells_are_not_sent(mapping):
-    (planned,) = validate_sheet(make_sheet(HEADERS, [row(Note="", When="", Amount="", Due="", Flag="")]), mapping).rows
+    (planned,) = validate_sheet(
+        make_sheet(HEADERS, [row(Note="", When="", Amount="", Due="", Flag="")]), mapping
+    ).rows
     assert "ActivityNote" not in planned.body
     assert "ActivityDateTime" not in planned.body
     assert [f["SchemaName"] for f in planned.body["Fields"]] == ["mx_Custom_1", "mx_Custom_5"]
 
 
 def test_validate_trims_spaces_and_nbsp_and_lowercases_email(mapping):
-    (planned,) = validate_sheet(make_sheet(HEADERS, [row(Opp="\u00a0OPP-9 ", Owner=" Asha.Rao@Example.COM\u00a0")]), mapping).rows
+    (planned,) = validate_sheet(
+        make_sheet(HEADERS, [row(Opp="\u00a0OPP-9 ", Owner=" Asha.Rao@Example.COM\u00a0")]), mapping
+    ).rows
     assert planned.opportunity_id == "OPP-9"
     assert planned.body["ActivityOwnerEmail"] == "asha.rao@example.com"
 
 
 def test_validate_template_note_and_dropdown_flag(tmp_path):
-    text = MAPPING.replace("note: {column: Note}", "note: {template: '{Note} ({Ref})'}") + "skip_dropdown_validation: true\n"
+    text = (
+        MAPPING.replace("note: {column: Note}", "note: {template: '{Note} ({Ref})'}")
+        + "skip_dropdown_validation: true\n"
+    )
     mapping = load_mapping(write_yaml(tmp_path, text))
     rows = validate_sheet(make_sheet(HEADERS, [row(), row(Note="")]), mapping).rows
     assert rows[0].body["ActivityNote"] == "ok (00123)"
@@ -147,6 +170,11 @@ def test_validate_bad_constant_is_a_mapping_error(tmp_path):
 
 
 def test_validate_default_fills_empty_cells(tmp_path):
-    text = MAPPING.replace("mx_Custom_2: {column: Amount, type: number}", "mx_Custom_2: {column: Amount, type: number, default: 0}")
-    (planned,) = validate_sheet(make_sheet(HEADERS, [row(Amount="")]), load_mapping(write_yaml(tmp_path, text))).rows
+    text = MAPPING.replace(
+        "mx_Custom_2: {column: Amount, type: number}",
+        "mx_Custom_2: {column: Amount, type: number, default: 0}",
+    )
+    (planned,) = validate_sheet(
+        make_sheet(HEADERS, [row(Amount="")]), load_mapping(write_yaml(tmp_path, text))
+    ).rows
     assert {"SchemaName": "mx_Custom_2", "Value": "0"} in planned.body["Fields"]

@@ -53,7 +53,9 @@ BAD_MAPPINGS = {
     ),
     "unknown_key.yaml": MAPPING + "colour: red\n",
     "alias_bomb.yaml": "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
-    + "".join(f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]\n" for p, x in zip("abcdefgh", "bcdefghi", strict=True))
+    + "".join(
+        f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]\n" for p, x in zip("abcdefgh", "bcdefghi", strict=True)
+    )
     + MAPPING,
     "maps_nothing.yaml": "# a mapping someone started and never filled in\n",
     "missing_column.yaml": MAPPING.replace("column: Amount", "column: Amout"),
@@ -64,9 +66,16 @@ BAD_MAPPINGS = {
 
 def row(opp: str = OPP[0], **cells: str) -> list[str]:
     """A valid row of the corpus table; keyword arguments replace cells (spaces as underscores)."""
-    values = {"Opportunity ID": opp, "Owner Email": OWNER, "Note": "PAN copy received",
-              "When": "2024-03-26 14:15:00", "PAN": "ABCDE1234F", "Amount": "2500", "Due": "2024-03-31",
-              "Reference": "000417"}
+    values = {
+        "Opportunity ID": opp,
+        "Owner Email": OWNER,
+        "Note": "PAN copy received",
+        "When": "2024-03-26 14:15:00",
+        "PAN": "ABCDE1234F",
+        "Amount": "2500",
+        "Due": "2024-03-31",
+        "Reference": "000417",
+    }
     values.update({name.replace("_", " "): value for name, value in cells.items()})
     return [values[name] for name in HEADERS]
 
@@ -93,16 +102,29 @@ TEXT_FILES: dict[str, bytes] = {
     "invalid_utf8.csv": table_csv([row(Note="Café visit"), row(OPP[1], Note="bad byte: X"), row(OPP[2])])
     .encode()
     .replace(b"bad byte: X", b"bad byte: \xff"),
-    "utf16_tab.txt": table_csv([row(Note="Café, reçu"), row(OPP[1], Note="naïve")], delimiter="\t").encode("utf-16"),
-    "excel_ids.csv": table_csv([row(), row(opp="1.23457E+17"), row(OPP[1], Reference="1.23457E+17"), row(OPP[2])])
-    .encode(),
+    "utf16_tab.txt": table_csv([row(Note="Café, reçu"), row(OPP[1], Note="naïve")], delimiter="\t").encode(
+        "utf-16"
+    ),
+    "excel_ids.csv": table_csv(
+        [row(), row(opp="1.23457E+17"), row(OPP[1], Reference="1.23457E+17"), row(OPP[2])]
+    ).encode(),
     "serial_dates.csv": table_csv([row(When="45377.59375", Due="45382"), row(OPP[1], Due="123")]).encode(),
     "whitespace.csv": table_csv(
-        [row(opp=f" {OPP[0]}\u00a0", Owner_Email=f"\u200b{OWNER} ", PAN="\u00a0ABCDE1234F\t", Amount=" 2,500 ")]
+        [
+            row(
+                opp=f" {OPP[0]}\u00a0",
+                Owner_Email=f"\u200b{OWNER} ",
+                PAN="\u00a0ABCDE1234F\t",
+                Amount=" 2,500 ",
+            )
+        ]
     ).encode(),
     "emails.csv": table_csv(
-        [row(Owner_Email="  Asha.Rao@Example.COM "), row(OPP[1], Owner_Email=f"{OWNER}."),
-         row(OPP[2], Owner_Email="asha.rao@@example.com")]
+        [
+            row(Owner_Email="  Asha.Rao@Example.COM "),
+            row(OPP[1], Owner_Email=f"{OWNER}."),
+            row(OPP[2], Owner_Email="asha.rao@@example.com"),
+        ]
     ).encode(),
     "newlines.csv": table_csv(
         [row(Note="line one\nline two"), row(OPP[1], Note="first\r\nsecond", Amount="x"), row(OPP[2])]
@@ -131,7 +153,9 @@ def main() -> None:
     _optional(_legacy_workbook, HERE / "legacy.xls")
 
 
-def _workbook(path: Path, rows: list[list[object]], *, title: str = "Sheet1", epoch: date | None = None) -> None:
+def _workbook(
+    path: Path, rows: list[list[object]], *, title: str = "Sheet1", epoch: date | None = None
+) -> None:
     book = openpyxl.Workbook()
     if epoch is not None:
         book.epoch = epoch
@@ -146,7 +170,12 @@ def _workbook(path: Path, rows: list[list[object]], *, title: str = "Sheet1", ep
 
 def _merged_workbook(path: Path) -> None:
     """The opportunity merged down over rows 2 to 4, as people group rows by hand."""
-    rows: list[list[object]] = [row(PAN="P2"), row(opp="", PAN="P3"), row(opp="", PAN="P4"), row(OPP[1], PAN="P5")]
+    rows: list[list[object]] = [
+        row(PAN="P2"),
+        row(opp="", PAN="P3"),
+        row(opp="", PAN="P4"),
+        row(OPP[1], PAN="P5"),
+    ]
     _workbook(path, rows)
     book = openpyxl.load_workbook(path)
     book.active.merge_cells("A2:A4")
@@ -176,7 +205,9 @@ def _formula_workbook(path: Path) -> None:
 
 def _date1904_workbook(path: Path) -> None:
     """Real date cells in a workbook that counts days from 1904 (old Mac Excel)."""
-    _workbook(path, [row(When=datetime(2024, 3, 26, 14, 15), Due=datetime(2024, 3, 31))], epoch=CALENDAR_MAC_1904)
+    _workbook(
+        path, [row(When=datetime(2024, 3, 26, 14, 15), Due=datetime(2024, 3, 31))], epoch=CALENDAR_MAC_1904
+    )
     book = openpyxl.load_workbook(path)
     book.active["D2"].number_format = "dd/mm/yyyy hh:mm"
     book.active["G2"].number_format = "dd/mm/yyyy"
@@ -198,7 +229,9 @@ def _rewrite(path: Path, cached: dict[str, tuple[str, str]]) -> None:
     parts["docProps/core.xml"] = re.sub(r"\d{4}-\d\d-\d\dT[\d:]+Z", "2024-01-01T00:00:00Z", core).encode()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
         for name, data in parts.items():
-            target.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+            target.writestr(
+                zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED
+            )
 
 
 def _encrypted_workbook(path: Path) -> None:
@@ -264,7 +297,11 @@ def zip_bomb(path: Path, gigabytes: int = 2) -> Path:
     crc = zlib.crc32(head)
     for _ in range(repeats):
         crc = zlib.crc32(rows, crc)
-    sheet = (start + block * repeats + end, zlib.crc32(tail, crc), len(head) + len(rows) * repeats + len(tail))
+    sheet = (
+        start + block * repeats + end,
+        zlib.crc32(tail, crc),
+        len(head) + len(rows) * repeats + len(tail),
+    )
     members = []
     for name, data in parts.items():
         if name == "xl/worksheets/sheet1.xml":
@@ -285,16 +322,39 @@ def _zip(members: list[tuple[str, bytes, int, int]]) -> bytes:
     out, central = io.BytesIO(), []
     for name, data, crc, size in members:
         offset, encoded = out.tell(), name.encode()
-        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(encoded), 0))
+        out.write(
+            struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(data), size, len(encoded), 0)
+        )
         out.write(encoded + data)
         central.append(
-            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(data), size, len(encoded),
-                        0, 0, 0, 0, 0, offset) + encoded
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                8,
+                0,
+                0,
+                crc,
+                len(data),
+                size,
+                len(encoded),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded
         )
     directory = b"".join(central)
     start = out.tell()
     out.write(directory)
-    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory), start, 0))
+    out.write(
+        struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory), start, 0)
+    )
     return out.getvalue()
 
 
@@ -304,9 +364,12 @@ def big_csv(path: Path, megabytes: int) -> int:
     with path.open("w", encoding="utf-8", newline="") as file:
         file.write(",".join(HEADERS) + "\r\n")
         while file.tell() < megabytes * 1_000_000:
-            file.write("".join(
-                ",".join(row(OPP[(rows + k) % 100], Reference=f"{rows + k:09d}")) + "\r\n" for k in range(10_000)
-            ))
+            file.write(
+                "".join(
+                    ",".join(row(OPP[(rows + k) % 100], Reference=f"{rows + k:09d}")) + "\r\n"
+                    for k in range(10_000)
+                )
+            )
             rows += 10_000
     return rows
 
