@@ -8,9 +8,10 @@ import json
 import re
 import socket
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -576,11 +577,8 @@ def test_faults_random_draws_reproducible_from_seed(sandbox: Sandbox, session: r
 
 
 def test_faults_latency_delays_answers(session: requests.Session) -> None:
-    with Sandbox(faults=Faults(latency_ms=(80, 80))) as sandbox:
-        started = time.monotonic()
-        session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=5)
-        elapsed = time.monotonic() - started
-    assert elapsed >= 0.08
+    with Sandbox(faults=Faults(latency_ms=(2000, 2000))) as sandbox, pytest.raises(requests.Timeout):
+        session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=0.2)
 
 
 def test_faults_latency_lets_client_time_out_after_storing(session: requests.Session) -> None:
@@ -791,14 +789,20 @@ def test_default_opportunities_are_stable_uuid5() -> None:
     assert DEFAULT_OPPORTUNITIES[0] == "88b9a6ec-76fa-580e-8243-d3818f9d4a37"
 
 
+def finishes_soon(action: Callable[[], object]) -> bool:
+    """Run action in a thread; True if it ended within 3 s (a bound, not a measurement)."""
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    thread.join(timeout=3)
+    return not thread.is_alive()
+
+
 def test_stop_is_prompt_and_idempotent_with_open_connection(session: requests.Session) -> None:
     sandbox = Sandbox().start()
     url = sandbox.url
     assert session.get(url + ACTIVITY_TYPES_PATH, timeout=5).status_code == 200
-    started = time.monotonic()
-    sandbox.stop()
-    sandbox.stop()
-    assert time.monotonic() - started < 1.0
+    # an idle keep-alive connection would hold a plain shutdown for the handler's 60 s timeout
+    assert finishes_soon(lambda: (sandbox.stop(), sandbox.stop()))
     with pytest.raises(requests.ConnectionError):
         session.get(url + ACTIVITY_TYPES_PATH, timeout=5)
 
@@ -809,9 +813,7 @@ def test_stop_interrupts_injected_latency() -> None:
     with socket.create_connection((host, int(port)), timeout=5) as connection:
         connection.sendall(f"GET {ACTIVITY_TYPES_PATH} HTTP/1.1\r\n\r\n".encode())
         time.sleep(0.05)
-        started = time.monotonic()
-        sandbox.stop()
-    assert time.monotonic() - started < 1.0
+        assert finishes_soon(sandbox.stop)  # rather than after the 5 s of latency
 
 
 def test_url_before_start_refused() -> None:
