@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 import requests
 import urllib3
 
-from importer import __version__
+from importer._version import __version__
 from importer.endpoints import (
     ACTIVITIES_PATH,
     ACTIVITY_SETTING_PATH,
