@@ -345,7 +345,7 @@ class LsqClient:
         method: str,
         path: str,
         *,
-        params: dict[str, object] | None = None,
+        params: dict[str, str | int] | None = None,
         body: object = None,
         limiter: RateLimiter | None = None,
         attempts: int = 4,
