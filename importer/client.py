@@ -31,6 +31,9 @@ WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
+OPPORTUNITIES_BY_LEAD_FIELD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesByUniqueLeadField"
+OPPORTUNITIES_OF_LEAD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesOfLead"
+OPPORTUNITIES_BY_ID_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a key is made of
 
 
@@ -341,6 +344,55 @@ class LsqClient:
             f"TLS verification of {self.base_url} failed; if a corporate proxy re-signs traffic, "
             "pass its certificate with --ca-bundle"
         )
+
+    # --- Finding opportunities (importer.lookup): read-only calls, retried like `read` -------
+
+    def opportunities_by_lead_field(
+        self,
+        lead_field: str,
+        value: str,
+        *,
+        page: int = 1,
+        page_size: int = 25,
+        limiter: RateLimiter | None = None,
+        attempts: int = 4,
+    ) -> Any:
+        """GetOpportunitiesByUniqueLeadField: the opportunities of the lead whose field has `value`, newest first."""
+        body = {
+            "Parameter": {"LookupName": lead_field, "LookupValue": value, "SqlOperator": "="},
+            "Columns": {
+                "Include_CSV": "OpportunityId,ProspectActivityId,RelatedProspectId,OpportunityEvent,CreatedOn"
+            },
+            "Sorting": {"ColumnName": "CreatedOn", "Direction": "1"},
+            "Paging": {"PageIndex": page, "PageSize": page_size},
+        }
+        return self.read(
+            "POST", OPPORTUNITIES_BY_LEAD_FIELD_PATH, body=body, limiter=limiter, attempts=attempts
+        )
+
+    def opportunities_of_lead(
+        self, lead_id: str, opportunity_type: int, *, limiter: RateLimiter | None = None, attempts: int = 4
+    ) -> Any:
+        """GetOpportunitiesOfLead: a lead's opportunities of one type."""
+        params: dict[str, object] = {"leadId": lead_id, "opportunityType": opportunity_type}
+        return self.read(
+            "POST", OPPORTUNITIES_OF_LEAD_PATH, params=params, body={}, limiter=limiter, attempts=attempts
+        )
+
+    def opportunities_by_id(
+        self, ids: list[str], opportunity_type: int, *, limiter: RateLimiter | None = None, attempts: int = 4
+    ) -> Any:
+        """GetOpportunitiesById: which of up to 2,000 ids are opportunities of the type."""
+        body = {
+            "SearchParameters": [
+                {
+                    "EventCode": opportunity_type,
+                    "ProspectActivityId": ids,
+                    "Columns": {"Include_CSV": "ProspectActivityId,ProspectId"},
+                }
+            ]
+        }
+        return self.read("POST", OPPORTUNITIES_BY_ID_PATH, body=body, limiter=limiter, attempts=attempts)
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:

@@ -81,6 +81,52 @@ class TextSource(_Source):
     pass
 
 
+class LookupSpec(BaseModel):
+    """Find the opportunity from a unique lead field's value (importer.lookup does the look-up)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_field: Annotated[
+        str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    ]  # a schema name: EmailAddress, Mobile
+    column: str
+    opportunity_type: Annotated[int, Field(gt=0)]  # the opportunity type's code, e.g. 12000
+    pick: Literal["newest"] | None = None  # several of the type: take the newest instead of failing the row
+    default_country_code: Annotated[str, Field(pattern=r"^\+?[1-9][0-9]{0,3}$")] = "91"
+
+    @field_validator("column")
+    @classmethod
+    def _column_not_blank(cls, column: str) -> str:
+        if not column.strip():
+            raise ValueError("must name a header, not be blank")
+        return column.strip()
+
+    @field_validator("default_country_code")
+    @classmethod
+    def _bare_code(cls, code: str) -> str:
+        return code.removeprefix("+")
+
+
+class OpportunitySource(_Source):
+    """Opportunity ids from a column (or a constant), or found by a look-up of the lead."""
+
+    lookup: LookupSpec | None = None
+    opportunity_type: Annotated[int, Field(gt=0)] | None = None  # with ids: check them in bulk first
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        return ("column", "value", "lookup")
+
+    @model_validator(mode="after")
+    def _type_once(self) -> OpportunitySource:
+        if self.lookup is not None and self.opportunity_type is not None:
+            raise ValueError("give opportunity_type inside lookup, not beside it")
+        return self
+
+    def columns(self) -> list[str]:
+        return [self.lookup.column] if self.lookup is not None else super().columns()
+
+
 class NoteSource(_Source):
     template: str | None = None
 
@@ -134,7 +180,7 @@ class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     activity_event: EventSource
-    opportunity_id: TextSource
+    opportunity_id: OpportunitySource
     owner_email: TextSource
     note: NoteSource | None = None
     activity_datetime: DateTimeSource | None = None
@@ -257,6 +303,8 @@ _KNOWN_KEYS = {
     "activity_datetime": list(DateTimeSource.model_fields),
     "note": list(NoteSource.model_fields),
     "activity_event": list(EventSource.model_fields),
+    "opportunity_id": list(OpportunitySource.model_fields),
+    "lookup": list(LookupSpec.model_fields),
 }
 
 
@@ -265,6 +313,8 @@ def _suggest_key(loc: list[str]) -> str:
         known = _KNOWN_KEYS["top"]
     elif loc[0] == "fields":
         known = _KNOWN_KEYS["fields"]
+    elif loc[:2] == ["opportunity_id", "lookup"]:
+        known = _KNOWN_KEYS["lookup"]
     else:
         known = _KNOWN_KEYS.get(loc[0], ["column", "value"])
     close = difflib.get_close_matches(loc[-1], known, n=1)
