@@ -22,8 +22,9 @@ from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageErro
 from importer.gcpause import release as release_frozen
 from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
 from importer.loader import load_sheet
+from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import Mapping, check_columns, load_mapping
-from importer.metadata import MetadataSettings, check_online, preflight
+from importer.metadata import MetadataSettings, check_keys, check_online, preflight
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
@@ -156,7 +157,8 @@ def validate_file(config: ImportConfig) -> ImportResult:
     prepared = prepare(config)
     if config.online:
         prepared = check_online(config, prepared)
-    result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches))
+    prepared, lookup_calls = _look_up_to_validate(config, prepared)
+    result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches) + lookup_calls)
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     _finish(config, prepared.sheet, result, started)
@@ -190,6 +192,7 @@ def run_import(config: ImportConfig) -> ImportResult:
                 prepared = preflight(
                     config, prepared, client, limiter
                 )  # keys, host, mapping, rows vs the account
+                prepared, lookup_calls = _look_up(config, prepared, client, limiter)
                 rows = prepared.validated.rows
                 fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
                 keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
@@ -219,9 +222,68 @@ def run_import(config: ImportConfig) -> ImportResult:
             if config.session is None:
                 client.close()
         result = _result_of(prepared, report, resumed)
+        result.calls += lookup_calls
         result.interrupted = result.interrupted or ctrl_c.seen
         _finish(config, prepared.sheet, result, started, sent=True)  # a Ctrl-C now waits for the report
     return result
+
+
+# --- Look-ups: the opportunity found from the lead's email or phone (importer.lookup, issue 13)
+
+
+def _look_up(
+    config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter
+) -> tuple[Prepared, int]:
+    """Rows get their opportunity ids or fail at stage `lookup`; returns the calls made."""
+    if not needs_lookup(prepared.mapping):
+        return prepared, 0
+    cache_dir = config.metadata.cache_dir
+    org = (
+        check_keys(client, limiter, config.max_attempts).org if cache_dir else None
+    )  # the cache is per account
+    with tqdm(
+        total=planned_calls(prepared.mapping, prepared.validated.rows),
+        unit="look-up",
+        desc="Looking up opportunities",
+        disable=not config.progress,
+        leave=False,
+    ) as bar:
+        prepared, report = resolve(
+            prepared,
+            client,
+            limiter,
+            cache_dir=cache_dir,
+            org=org,
+            batch_size=config.batch_size,
+            refresh=config.metadata.refresh,
+            attempts=config.max_attempts,
+            on_call=bar.update,
+        )
+    return prepared, report.calls
+
+
+def _look_up_to_validate(config: ImportConfig, prepared: Prepared) -> tuple[Prepared, int]:
+    """`validate --online` makes the look-ups; offline it counts them and says they need --online."""
+    if not needs_lookup(prepared.mapping):
+        return prepared, 0
+    if not config.online or config.credentials is None or not config.host:
+        log.warning(
+            "%s: opportunity_id is looked up in the account only with --online; every other check was made",
+            config.mapping_path,
+        )
+        return prepared, planned_calls(prepared.mapping, prepared.validated.rows)
+    client = LsqClient(
+        config.host,
+        config.credentials,
+        session=config.session,
+        timeout=config.timeout,
+        ca_bundle=config.ca_bundle,
+    )
+    try:
+        return _look_up(config, prepared, client, RateLimiter(config.rate_limit))
+    finally:
+        if config.session is None:
+            client.close()
 
 
 class _CtrlC:
