@@ -221,7 +221,7 @@ def _items(data: object) -> tuple[list[dict[str, Any]], int | None]:
         return [item for item in data if isinstance(item, dict)], None
     if not isinstance(data, dict):
         return [], None
-    items = next(
+    items: list[Any] = next(
         (data[key] for key in ("List", "Opportunities", "Data") if isinstance(data.get(key), list)), []
     )
     count = data.get("RecordCount")
@@ -413,10 +413,13 @@ def resolve_rows(
             )
         for row in rows:
             answer = outcome[row.opportunity_id]
-            if isinstance(answer, Candidate):
+            if isinstance(answer, Candidate) and answer.opportunity_id:  # Resolver fills every id
                 kept.append(row._replace(opportunity_id=answer.opportunity_id))
             else:
-                report.errors.append(RowError(row.source_row, Stage.LOOKUP, answer, column))
+                message = (
+                    answer if isinstance(answer, str) else "LeadSquared answered without the opportunity's id"
+                )
+                report.errors.append(RowError(row.source_row, Stage.LOOKUP, message, column))
     elif source.opportunity_type is not None:
         known = resolver.existing_ids((row.opportunity_id for row in rows), source.opportunity_type)
         for row in rows:

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from importer.errors import MappingError
+from importer.init_mapping import starter_mapping
 from importer.lookup import (
     LookupCache,
     Resolver,
@@ -16,7 +18,7 @@ from importer.lookup import (
     planned_calls,
     resolve_rows,
 )
-from importer.mapping import load_mapping
+from importer.mapping import Mapping, load_mapping
 from importer.records import Stage
 from importer.validate import validate_sheet
 from tests.helpers import make_sheet, write_yaml
@@ -314,3 +316,36 @@ def test_plain_ids_are_checked_two_thousand_a_call(tmp_path: Path) -> None:
     assert error.stage == Stage.LOOKUP
     assert error.column == "Opp"
     assert "'missing'" in error.message
+
+
+# --- init-mapping ----------------------------------------------------------------------------
+
+
+def test_init_mapping_proposes_an_email_lookup_when_no_column_holds_opportunity_ids() -> None:
+    sheet = make_sheet(
+        ["Customer Email", "Owner Email", "Remarks"],
+        [["asha@example.com", "rm@example.com", "ok"], ["vikram@example.com", "rm@example.com", "ok"]],
+    )
+    starter = starter_mapping(sheet, 201)
+    spec = Mapping.model_validate(yaml.safe_load(starter.text)).opportunity_id
+    assert spec.lookup is not None
+    assert (spec.lookup.lead_field, spec.lookup.column) == ("EmailAddress", "Customer Email")
+    assert any("opportunity_type" in note for note in starter.notes)
+    owner = Mapping.model_validate(yaml.safe_load(starter.text)).owner_email
+    assert owner.column == "Owner Email"
+
+
+def test_init_mapping_proposes_a_mobile_lookup_for_a_column_of_phone_numbers() -> None:
+    sheet = make_sheet(
+        ["Cust Mobile", "Owner"], [["98765 43210", "rm@example.com"], ["+91-9123456789", "rm@x.co"]]
+    )
+    spec = Mapping.model_validate(yaml.safe_load(starter_mapping(sheet, 201).text)).opportunity_id
+    assert spec.lookup is not None
+    assert (spec.lookup.lead_field, spec.lookup.column) == ("Mobile", "Cust Mobile")
+
+
+def test_init_mapping_keeps_a_column_of_opportunity_ids_when_there_is_one() -> None:
+    sheet = make_sheet(["Opportunity ID", "Customer Email"], [["opp-1", "asha@example.com"]])
+    spec = Mapping.model_validate(yaml.safe_load(starter_mapping(sheet, 201).text)).opportunity_id
+    assert spec.lookup is None
+    assert spec.column == "Opportunity ID"
