@@ -380,16 +380,17 @@ class LsqClient:
         )
 
     def opportunities_by_id(
-        self, ids: list[str], opportunity_type: int, *, limiter: RateLimiter | None = None, attempts: int = 4
+        self, ids: list[str], types: list[int], *, limiter: RateLimiter | None = None, attempts: int = 4
     ) -> Any:
-        """GetOpportunitiesById: which of up to 2,000 ids are opportunities of the type."""
+        """GetOpportunitiesById: which ids are opportunities of the types (2,000 ids in all a call)."""
         body = {
             "SearchParameters": [
                 {
-                    "EventCode": opportunity_type,
+                    "EventCode": code,
                     "ProspectActivityId": ids,
                     "Columns": {"Include_CSV": "ProspectActivityId,ProspectId"},
                 }
+                for code in types
             ]
         }
         return self.read("POST", OPPORTUNITIES_BY_ID_PATH, body=body, limiter=limiter, attempts=attempts)

@@ -325,25 +325,27 @@ class Resolver:
             )
         return sorted(result, key=lambda c: c.created_on, reverse=True)
 
-    def existing_ids(self, ids: Iterable[str], opportunity_type: int) -> set[str]:
-        """Which of `ids` are opportunities of the type: GetOpportunitiesById, 2,000 ids a call."""
+    def existing_ids(self, ids: Iterable[str], types: list[int]) -> set[str]:
+        """Which of `ids` are opportunities of the types: GetOpportunitiesById, 2,000 ids a call in all."""
+        label = ",".join(map(str, types))
         known: set[str] = set()
         unknown: list[str] = []
         for ident in dict.fromkeys(ids):
-            cached = self._cache.get(f"id/{opportunity_type}/{ident}")
+            cached = self._cache.get(f"id/{label}/{ident}")
             if cached:
                 known.add(ident)
             else:
                 unknown.append(ident)
-        for start in range(0, len(unknown), MAX_IDS_PER_CALL):
-            chunk = unknown[start : start + MAX_IDS_PER_CALL]
+        per_call = MAX_IDS_PER_CALL // len(types)  # each type's search lists the ids again
+        for start in range(0, len(unknown), per_call):
+            chunk = unknown[start : start + per_call]
             self._called()
             data = self._client.opportunities_by_id(
-                chunk, opportunity_type, limiter=self._limiter, attempts=self._attempts
+                chunk, types, limiter=self._limiter, attempts=self._attempts
             )
             found = _found_ids(data) & set(chunk)
             for ident in chunk:  # found ids are kept a week; a miss an hour
-                self._cache.put(f"id/{opportunity_type}/{ident}", ident in found)
+                self._cache.put(f"id/{label}/{ident}", ident in found)
             known |= found
         return known
 
@@ -385,8 +387,8 @@ def planned_calls(mapping: Mapping, rows: list[PlannedRow]) -> int:
     distinct = len({row.opportunity_id for row in rows})
     if source.lookup is not None:
         return distinct
-    if source.opportunity_type is not None:
-        return -(-distinct // MAX_IDS_PER_CALL)
+    if source.opportunity_types():
+        return -(-distinct // (MAX_IDS_PER_CALL // len(source.opportunity_types())))
     return 0
 
 
@@ -420,15 +422,17 @@ def resolve_rows(
                     answer if isinstance(answer, str) else "LeadSquared answered without the opportunity's id"
                 )
                 report.errors.append(RowError(row.source_row, Stage.LOOKUP, message, column))
-    elif source.opportunity_type is not None:
-        known = resolver.existing_ids((row.opportunity_id for row in rows), source.opportunity_type)
+    elif source.opportunity_types():
+        types = source.opportunity_types()
+        known = resolver.existing_ids((row.opportunity_id for row in rows), types)
+        kinds = f"type {types[0]}" if len(types) == 1 else f"types {', '.join(map(str, types))}"
         for row in rows:
             if row.opportunity_id in known:
                 kept.append(row)
             else:
                 message = (
-                    f"'{row.opportunity_id}' is not an opportunity of type {source.opportunity_type} "
-                    "in this account"
+                    f"'{row.opportunity_id}' is not an opportunity of {kinds} in this account: "
+                    "check the id (it was not sent)"
                 )
                 report.errors.append(RowError(row.source_row, Stage.LOOKUP, message, column))
     else:

@@ -111,7 +111,13 @@ class OpportunitySource(_Source):
     """Opportunity ids from a column (or a constant), or found by a look-up of the lead."""
 
     lookup: LookupSpec | None = None
-    opportunity_type: Annotated[int, Field(gt=0)] | None = None  # with ids: check them in bulk first
+    # with ids: check them in bulk first; several types when the sheet mixes them
+    opportunity_type: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(gt=0)]] | None = None
+
+    def opportunity_types(self) -> list[int]:
+        """The types plain ids are checked against ([]: not checked)."""
+        given = self.opportunity_type
+        return [] if given is None else [given] if isinstance(given, int) else list(dict.fromkeys(given))
 
     @classmethod
     def _source_keys(cls) -> tuple[str, ...]:

@@ -74,11 +74,11 @@ class FakeClient:
         ]
         return {"RecordCount": len(items), "List": items}
 
-    def opportunities_by_id(self, ids: list[str], opportunity_type: int, **_: object) -> Any:
+    def opportunities_by_id(self, ids: list[str], types: list[int], **_: object) -> Any:
         assert len(ids) <= 2000
         self.calls.append(("by-id", len(ids)))
         found = [{"ProspectActivityId": i, "ProspectId": "p"} for i in ids if i in self.ids]
-        return [{"EventCode": opportunity_type, "RecordCount": len(found), "Opportunities": found}]
+        return [{"EventCode": code, "RecordCount": len(found), "Opportunities": found} for code in types]
 
 
 LEADS = {
