@@ -209,6 +209,9 @@ def test_validate_online_makes_the_lookups_and_offline_says_they_need_online(tmp
     assert account_sandbox.activities() == []
     stages = {r["Source Row"]: r["Error Stage"] for r in error_rows(tmp_path / "outcomes.errors.xlsx")}
     assert stages == {3: "lookup", 4: "lookup", 5: "lookup", 6: "lookup", 7: "validation", 8: "lookup"}
+    code, summary, output = run(sheet, mapping, env)  # the run finds the look-ups kept by validate
+    assert summary["rows_posted"] == 1, output
+    assert len(lookups(account_sandbox)) == 5
 
 
 def test_plain_ids_with_an_opportunity_type_are_checked_in_one_bulk_call(tmp_path, sandbox, env):
