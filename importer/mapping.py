@@ -62,7 +62,7 @@ class _Source(BaseModel):
 
 
 class EventSource(_Source):
-    value: int | None = None  # type: ignore[assignment]
+    value: int | None = None
     name: str | None = None  # an activity type's name, resolved to its code online (ActivityTypes.Get)
 
     @classmethod
@@ -231,7 +231,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             mark = event.start_mark
             raise yaml.YAMLError(
                 f"line {mark.line + 1}, column {mark.column + 1}: YAML aliases (*name) are not "

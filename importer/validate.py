@@ -55,7 +55,7 @@ _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 _WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
-# The ActivityEvent of rows whose mapping names the event: importer.metadata resolves it online.
+# The ActivityEvent of rows whose mapping names the event: importer.runner.preflight resolves it online.
 UNRESOLVED_EVENT = 0
 
 
@@ -304,7 +304,7 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
 def _field_entries(schema_name: str, column: _Column, rows: np.ndarray) -> list[object]:
     """The `Fields` entry of each of `rows`: one per distinct value, shared by the rows that have it."""
     with gc_paused():
-        entries = [
+        entries: list[object] = [
             None if value is None else {"SchemaName": schema_name, "Value": value}
             for value in column.distinct.tolist()
         ]
@@ -319,7 +319,7 @@ def _field_lists(columns: list[list[object]], size: int) -> list[list[FieldValue
     if not columns:
         return [[]] * size
     with gc_paused():
-        return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]  # type: ignore[misc]
+        return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]
 
 
 def _reject_unknown_cells(sheet: Sheet, mapping: Mapping, validated: Validated) -> Validated:

@@ -244,14 +244,14 @@ def test_run_xlsx_with_real_date_cells(tmp_path, sandbox, env):
 
 
 def test_run_sample_xlsx_and_csv_give_the_same_outcome(tmp_path, sandbox, env):
-    mapping = REPO / "mappings" / "example.yaml"
+    mapping = REPO / "importer" / "mappings" / "example.yaml"
     outcomes = []
     for name in ("activities.csv", "activities.xlsx"):
         sandbox.reset()
         errors = tmp_path / f"{name}.errors.xlsx"
         result = run_cli(
             "run",
-            REPO / "sample_data" / name,
+            REPO / "importer" / "sample_data" / name,
             "--mapping",
             mapping,
             "--rate-limit",
@@ -374,7 +374,8 @@ def test_demo_imports_the_sample_and_writes_a_workbook(tmp_path):
     assert len(error_rows(errors)) == 10
 
 
-def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, env):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, env, signum):
     sandbox.faults = Faults(latency_ms=(40, 40))
     rows = [good(OPP[i], PAN=f"P{i}") for i in range(60)]
     path = write_csv(tmp_path / "big.csv", rows)
@@ -401,7 +402,7 @@ def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, 
     deadline = time.monotonic() + 20
     while sandbox.stats.bulk_calls < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, out + err
     assert "Traceback" not in err
