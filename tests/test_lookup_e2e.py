@@ -235,3 +235,30 @@ def test_plain_ids_with_an_opportunity_type_are_checked_in_one_bulk_call(tmp_pat
     assert summary["calls"] == 1 + 2  # one bulk check; the unknown id cost no call to post
     assert {a.opportunity_id for a in sandbox.activities()} == {OPP[0], OPP[1]}
     assert flagged(tmp_path / "ids.errors.xlsx") == {(n, "lookup", "Opportunity ID") for n in (4, 5, 6)}
+
+
+def test_the_runs_progress_events_count_the_lookups(tmp_path, sandbox):
+    from importer.account import MetadataSettings
+    from importer.client import Credentials
+    from importer.events import Phase
+    from importer.runner import ImportConfig, run_import
+    from importer.throttle import RateLimit
+
+    rows = [row("Customer Email", f"customer{n}@example.com") for n in (1, 2, 2, 3)]
+    events = []
+    config = ImportConfig(
+        write_csv(tmp_path / "p.csv", rows),
+        lookup_mapping(tmp_path, "EmailAddress", "Customer Email"),
+        host=sandbox.url,
+        credentials=Credentials(sandbox.access_key, sandbox.secret_key),
+        rate_limit=RateLimit(50, 1.0),
+        metadata=MetadataSettings(tmp_path / "cache"),
+        on_progress=events.append,
+    )
+    result = run_import(config)
+    assert result.rows_posted == 4
+    assert result.calls == 3 + 3  # three look-ups, three opportunities
+    looked = [e for e in events if e.phase == Phase.CHECKING and (e.message or "").startswith("Looking up")]
+    assert [(e.calls_done, e.calls_planned, e.message) for e in looked] == [
+        (n, 3, f"Looking up opportunities: {n} of 3") for n in (1, 2, 3)
+    ]
