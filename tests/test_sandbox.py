@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import ast
 import http.client
 import json
+import re
 import socket
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+import importer.sandbox
 from importer.sandbox import (
     ACTIVITY_SETTING_PATH,
     ACTIVITY_TYPES_PATH,
     BULK_ADD_PATH,
+    DEFAULT_LEADS,
     DEFAULT_OPPORTUNITIES,
+    DEFAULT_OPPORTUNITY_RECORDS,
     DEFAULT_USERS,
     GET_ACTIVITIES_PATH,
+    OPPORTUNITIES_BY_ID_PATH,
+    OPPORTUNITIES_BY_LEAD_FIELD_PATH,
+    OPPORTUNITIES_OF_LEAD_PATH,
+    OPPORTUNITY_TYPE,
     SANDBOX_ACCESS_KEY,
     SANDBOX_SECRET_KEY,
     USER_PATH,
     Account,
     Faults,
+    ItemShape,
     Sandbox,
+    endpoint_name,
 )
 
 OPPORTUNITY = DEFAULT_OPPORTUNITIES[0]
@@ -229,8 +245,10 @@ def test_protocol_client_leaving_mid_body_is_harmless(sandbox: Sandbox) -> None:
         sandbox,
         f"POST {BULK_ADD_PATH} HTTP/1.1\r\nContent-Length: 100\r\n\r\n[".encode(),
     )
-    assert answer == b"" or answer.startswith(b"HTTP/1.1")
+    # the body never arrives whole: no answer, nothing stored, no request served
+    assert answer == b""
     assert sandbox.activities() == []
+    assert sandbox.request_log == []
 
 
 # --- Bulk add: bodies and rows -------------------------------------------------------------
@@ -559,11 +577,8 @@ def test_faults_random_draws_reproducible_from_seed(sandbox: Sandbox, session: r
 
 
 def test_faults_latency_delays_answers(session: requests.Session) -> None:
-    with Sandbox(faults=Faults(latency_ms=(80, 80))) as sandbox:
-        started = time.monotonic()
-        session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=5)
-        elapsed = time.monotonic() - started
-    assert elapsed >= 0.08
+    with Sandbox(faults=Faults(latency_ms=(2000, 2000))) as sandbox, pytest.raises(requests.Timeout):
+        session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=0.2)
 
 
 def test_faults_latency_lets_client_time_out_after_storing(session: requests.Session) -> None:
@@ -774,14 +789,20 @@ def test_default_opportunities_are_stable_uuid5() -> None:
     assert DEFAULT_OPPORTUNITIES[0] == "88b9a6ec-76fa-580e-8243-d3818f9d4a37"
 
 
+def finishes_soon(action: Callable[[], object]) -> bool:
+    """Run action in a thread; True if it ended within 3 s (a bound, not a measurement)."""
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    thread.join(timeout=3)
+    return not thread.is_alive()
+
+
 def test_stop_is_prompt_and_idempotent_with_open_connection(session: requests.Session) -> None:
     sandbox = Sandbox().start()
     url = sandbox.url
     assert session.get(url + ACTIVITY_TYPES_PATH, timeout=5).status_code == 200
-    started = time.monotonic()
-    sandbox.stop()
-    sandbox.stop()
-    assert time.monotonic() - started < 1.0
+    # an idle keep-alive connection would hold a plain shutdown for the handler's 60 s timeout
+    assert finishes_soon(lambda: (sandbox.stop(), sandbox.stop()))
     with pytest.raises(requests.ConnectionError):
         session.get(url + ACTIVITY_TYPES_PATH, timeout=5)
 
@@ -792,11 +813,539 @@ def test_stop_interrupts_injected_latency() -> None:
     with socket.create_connection((host, int(port)), timeout=5) as connection:
         connection.sendall(f"GET {ACTIVITY_TYPES_PATH} HTTP/1.1\r\n\r\n".encode())
         time.sleep(0.05)
-        started = time.monotonic()
-        sandbox.stop()
-    assert time.monotonic() - started < 1.0
+        assert finishes_soon(sandbox.stop)  # rather than after the 5 s of latency
 
 
 def test_url_before_start_refused() -> None:
     with pytest.raises(RuntimeError, match="not running"):
         _ = Sandbox().url
+
+
+# --- The package itself --------------------------------------------------------------------
+
+
+def test_package_imports_only_stdlib_and_itself() -> None:
+    package = Path(importer.sandbox.__file__).parent
+    outside = []
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{module.name}: relative import"
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                inside = name == "importer.sandbox" or name.startswith("importer.sandbox.")
+                if not inside and (top == "importer" or top not in sys.stdlib_module_names):
+                    outside.append(f"{module.name}: {name}")
+    assert outside == []
+    assert len(list(package.glob("*.py"))) >= 6  # the checks above really looked at the package
+
+
+# --- Per-endpoint latency ------------------------------------------------------------------
+
+
+def test_latency_by_endpoint_slows_only_that_endpoint(session: requests.Session) -> None:
+    faults = Faults(latency_ms_by_endpoint={"GetActivitiesOfOpportunity": (2000, 2000)})
+    with Sandbox(faults=faults, rate_limit=None) as sandbox:
+        assert session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=1).status_code == 200
+        assert post_bulk(session, sandbox, [activity()]).status_code == 200
+        with pytest.raises(requests.Timeout):
+            session.post(
+                sandbox.url + GET_ACTIVITIES_PATH, params={"opportunityId": OPPORTUNITY}, timeout=0.2
+            )
+
+
+def test_latency_by_endpoint_accepts_paths_and_refuses_unknown_names() -> None:
+    faults = Faults(latency_ms_by_endpoint={BULK_ADD_PATH: (5, 9)})
+    assert faults.latency_for(BULK_ADD_PATH) == (5, 9)
+    assert faults.latency_for(USER_PATH) == (0, 0)
+    assert endpoint_name(BULK_ADD_PATH) == "Bulk/CustomActivity/Add/ByOpportunityId"
+    with pytest.raises(ValueError, match="must be endpoint names"):
+        Faults(latency_ms_by_endpoint={"NoSuchEndpoint": (1, 2)})
+
+
+# --- Read lag ------------------------------------------------------------------------------
+
+
+def test_read_lag_hides_new_activities_until_it_passes(session: requests.Session) -> None:
+    now = [100.0]
+    with Sandbox(faults=Faults(read_lag_s=5.0), rate_limit=None, clock=lambda: now[0]) as sandbox:
+        sandbox.add_activity(OPPORTUNITY, activity(ActivityNote="old"))  # existing data: no lag
+        assert post_bulk(session, sandbox, [activity(ActivityNote="new")]).status_code == 200
+
+        def listed_at(moment: float) -> list[str]:
+            now[0] = moment
+            body = get_activities(session, sandbox, None).json()
+            assert body["RecordCount"] == len(body["List"])
+            return [item["ActivityNote"] for item in body["List"]]
+
+        seen = [listed_at(t) for t in (100.0, 104.9, 105.0)]
+        stored = len(sandbox.activities())
+    assert seen == [["old"], ["old"], ["new", "old"]]
+    assert stored == 2
+
+
+# --- Read shapes ---------------------------------------------------------------------------
+
+SHAPE_ACTIVITY = {
+    "ActivityEvent": 201,
+    "ActivityOwnerEmail": OWNER,
+    "ActivityNote": "PAN collected",
+    "ActivityDateTime": "2026-07-31 17:33:50",
+    "Fields": [
+        {"SchemaName": "mx_Custom_1", "Value": "AAAAA1111A"},
+        {"SchemaName": "mx_Custom_2", "Value": "12.5"},
+    ],
+}
+EPOCH_MS = int(datetime(2026, 7, 31, 17, 33, 50, tzinfo=UTC).timestamp()) * 1000
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        (
+            "object",
+            {
+                "Id": "<id>",
+                "ActivityEvent": "201",
+                "ActivityEvent_Note": "PAN collected",
+                "CreatedByEmailAddress": OWNER,
+                "CreatedOn": f"/Date({EPOCH_MS}+0000)/",
+                "ActivityFields": {"mx_Custom_1": "AAAAA1111A", "mx_Custom_2": "12.50"},
+            },
+        ),
+        (
+            "millis",
+            {
+                "ProspectActivityId": "<id>",
+                "EventCode": "201",
+                "ActivityEvent_Note": "PAN collected",
+                "CreatedByEmailAddress": OWNER,
+                "ActivityDateTime": "2026-07-31 17:33:50.000",
+                "Fields": [
+                    {"SchemaName": "mx_Custom_1", "Value": "AAAAA1111A"},
+                    {"SchemaName": "mx_Custom_2", "Value": "12.50"},
+                ],
+            },
+        ),
+        (
+            ItemShape(id_key="ActivityId", owner_key="OwnerEmailAddress", fields_form="Data", time_form="us"),
+            {
+                "ActivityId": "<id>",
+                "ActivityEvent": 201,
+                "ActivityNote": "PAN collected",
+                "OwnerEmailAddress": OWNER,
+                "ActivityDateTime": "7/31/2026 5:33:50 PM",
+                "Data": [
+                    {"Key": "mx_Custom_1", "Value": "AAAAA1111A"},
+                    {"Key": "mx_Custom_2", "Value": "12.5"},
+                ],
+            },
+        ),
+    ],
+    ids=["object", "millis", "item-shape"],
+)
+def test_get_activities_read_shape_items_exact(
+    sandbox: Sandbox, session: requests.Session, shape: Any, expected: dict[str, Any]
+) -> None:
+    stored = sandbox.add_activity(OPPORTUNITY, SHAPE_ACTIVITY)
+    sandbox.faults = Faults(read_shape=shape)
+    (item,) = get_activities(session, sandbox, None).json()["List"]
+    id_key = next(key for key, value in expected.items() if value == "<id>")
+    assert item == {**expected, id_key: stored.id}
+
+
+def test_get_activities_mixed_shape_varies_per_item_and_is_stable(
+    sandbox: Sandbox, session: requests.Session
+) -> None:
+    for _ in range(60):
+        sandbox.add_activity(OPPORTUNITY, SHAPE_ACTIVITY)
+    sandbox.faults = Faults(read_shape="mixed", seed=4)
+    paging = {"Paging": {"PageIndex": 1, "PageSize": 100}}
+    items = get_activities(session, sandbox, paging).json()["List"]
+    assert get_activities(session, sandbox, paging).json()["List"] == items
+    keys = set().union(*(item.keys() for item in items))
+    assert {"ProspectActivityId", "Id", "ActivityId"} <= keys
+    assert {"ActivityNote", "ActivityEvent_Note", "ActivityEvent", "EventCode"} <= keys
+    assert {"ActivityOwnerEmail", "OwnerEmailAddress", "CreatedByEmailAddress"} <= keys
+    assert {"Fields", "Data", "ActivityFields", "mx_Custom_2", "ActivityDateTime", "CreatedOn"} <= keys
+    events = {item.get("ActivityEvent", item.get("EventCode")) for item in items}
+    assert events == {201, "201"}
+    times = {item.get("ActivityDateTime", item.get("CreatedOn")) for item in items}
+    assert times == {
+        "2026-07-31 17:33:50",
+        "2026-07-31 17:33:50.000",
+        "7/31/2026 5:33:50 PM",
+        f"/Date({EPOCH_MS}+0000)/",
+    }
+    assert {amount_of(item) for item in items} == {"12.5", "12.50"}
+
+
+def amount_of(item: dict[str, Any]) -> str:
+    """mx_Custom_2 of an item, whichever way its fields are written."""
+    if "Fields" in item:
+        return next(entry["Value"] for entry in item["Fields"] if entry["SchemaName"] == "mx_Custom_2")
+    if "Data" in item:
+        return next(entry["Value"] for entry in item["Data"] if entry["Key"] == "mx_Custom_2")
+    return str(item.get("ActivityFields", item)["mx_Custom_2"])
+
+
+def test_read_shape_invalid_refused() -> None:
+    with pytest.raises(ValueError, match="must be"):
+        Faults(read_shape="fancy")
+    with pytest.raises(ValueError, match="must be one of"):
+        ItemShape(time_form="iso")  # type: ignore[arg-type]
+
+
+# --- Paging and sorting as the doc page --------------------------------------------------
+
+
+def notes(response: requests.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["ActivityNote"] for item in response.json()["List"]]
+
+
+def test_get_activities_without_paging_answers_25(sandbox: Sandbox, session: requests.Session) -> None:
+    seed_activities(sandbox, 30)
+    for body in (None, {}):
+        response = get_activities(session, sandbox, body)
+        assert response.json()["RecordCount"] == 30
+        assert notes(response) == [f"n{n}" for n in range(29, 4, -1)]
+
+
+def test_get_activities_offset_and_row_count(sandbox: Sandbox, session: requests.Session) -> None:
+    seed_activities(sandbox, 10)
+    response = get_activities(session, sandbox, {"Paging": {"Offset": "2", "RowCount": "3"}})
+    assert notes(response) == ["n7", "n6", "n5"]
+    assert response.json()["RecordCount"] == 10
+
+
+def test_get_activities_page_size_above_1000_cut(sandbox: Sandbox, session: requests.Session) -> None:
+    for n in range(1200):
+        sandbox.add_activity(
+            OPPORTUNITY, {"ActivityEvent": 201, "ActivityOwnerEmail": OWNER, "ActivityNote": f"n{n}"}
+        )
+    pages = [get_activities(session, sandbox, {"Paging": {"PageIndex": i, "PageSize": 5000}}) for i in (1, 2)]
+    assert [len(notes(page)) for page in pages] == [1000, 200]
+    assert notes(pages[1])[-1] == "n0"
+    assert [page.json()["RecordCount"] for page in pages] == [1200, 1200]
+
+
+@pytest.mark.parametrize(
+    ("sorting", "expected"),
+    [
+        ({"ColumnName": "CreatedOn", "Direction": 1}, ["late", "early", "middle"]),
+        ({"ColumnName": "CreatedOn", "Direction": "0"}, ["middle", "early", "late"]),
+        ({"ColumnName": "ActivityDateTime", "Direction": 1}, ["late", "middle", "early"]),
+        ({"ColumnName": "ActivityDateTime", "Direction": 0}, ["early", "middle", "late"]),
+    ],
+)
+def test_get_activities_sorting(
+    sandbox: Sandbox, session: requests.Session, sorting: dict[str, Any], expected: list[str]
+) -> None:
+    for note, when in (
+        ("middle", "2024-05-01 10:00:00"),
+        ("early", "2024-01-01 10:00:00"),
+        ("late", "2024-09-01 10:00:00"),
+    ):
+        sandbox.add_activity(OPPORTUNITY, activity(ActivityNote=note, ActivityDateTime=when))
+    assert notes(get_activities(session, sandbox, {"Sorting": sorting})) == expected
+
+
+@pytest.mark.parametrize("sorting", [{"ColumnName": "Name"}, {"ColumnName": "CreatedOn", "Direction": 2}, []])
+def test_get_activities_bad_sorting_400(sandbox: Sandbox, session: requests.Session, sorting: Any) -> None:
+    response = get_activities(session, sandbox, {"Sorting": sorting})
+    assert "Sorting" in assert_envelope(response, 400, "MXInvalidInputException")
+
+
+def test_get_activities_plain_get_405(sandbox: Sandbox, session: requests.Session) -> None:
+    response = session.get(
+        sandbox.url + GET_ACTIVITIES_PATH, params={"opportunityId": OPPORTUNITY}, timeout=5
+    )
+    assert_envelope(response, 405, "MXInvalidAPIException")
+
+
+# --- Count-only partials -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["probability", "queued"])
+def test_bulk_add_partial_creates_some_and_answers_count(
+    sandbox: Sandbox, session: requests.Session, how: str
+) -> None:
+    if how == "probability":
+        sandbox.faults = Faults(p_partial=1.0, seed=3)
+    else:
+        sandbox.queue_faults("partial")
+    rows = [activity(ActivityNote=f"r{n}") for n in range(10)] + [activity(ActivityEvent=999)]
+    response = post_bulk(session, sandbox, rows)
+    assert response.status_code == 200
+    count = response.json()["Message"]["Count"]
+    assert response.json() == {"Status": "Success", "Message": {"Count": count}}
+    assert 0 < count < 10
+    assert len(sandbox.activities()) == count
+    assert sandbox.stats.faults == {"partial": 1}
+
+
+def test_bulk_add_partial_reproducible_from_seed(session: requests.Session) -> None:
+    def stored_notes() -> list[str | None]:
+        with Sandbox(faults=Faults(p_partial=1.0, seed=11), rate_limit=None) as sandbox:
+            post_bulk(session, sandbox, [activity(ActivityNote=f"r{n}") for n in range(20)])
+            return [a.note for a in sandbox.activities()]
+
+    assert stored_notes() == stored_notes()
+
+
+def test_bulk_add_count_only_zero_when_every_row_invalid(sandbox: Sandbox, session: requests.Session) -> None:
+    sandbox.faults = Faults(count_only=True)
+    response = post_bulk(session, sandbox, [activity(ActivityEvent=999), with_fields(("mx_Custom_2", "x"))])
+    assert response.status_code == 200
+    assert response.json() == {"Status": "Success", "Message": {"Count": 0}}
+    assert sandbox.activities() == []
+
+
+# --- Status: Error faults and odd bodies ---------------------------------------------------
+
+NULL_REFERENCE = {
+    "Status": "Error",
+    "ExceptionType": "NullReferenceException",
+    "ExceptionMessage": "There was an error processing the request.",
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "stored"),
+    [
+        ("200_null_before", NULL_REFERENCE, 0),
+        ("200_null_after", NULL_REFERENCE, 2),
+        ("200_invalid_lead", {"Status": "Error", "ExceptionMessage": "Invalid lead ID"}, 0),
+    ],
+)
+def test_faults_200_status_error(
+    sandbox: Sandbox, session: requests.Session, kind: str, body: dict[str, str], stored: int
+) -> None:
+    sandbox.queue_faults(kind)
+    response = post_bulk(session, sandbox, [activity(), activity(), activity(ActivityEvent=999)])
+    assert (response.status_code, response.json()) == (200, body)
+    assert len(sandbox.activities()) == stored
+    assert sandbox.stats.faults == {kind: 1}
+
+
+@pytest.mark.parametrize(("kind", "stored"), [("200_not_json_before", 0), ("200_not_json_after", 1)])
+def test_faults_200_not_json(sandbox: Sandbox, session: requests.Session, kind: str, stored: int) -> None:
+    sandbox.queue_faults(kind)
+    response = post_bulk(session, sandbox, [activity()])
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+    assert len(sandbox.activities()) == stored
+
+
+def test_faults_200_error_drawn_by_probability(sandbox: Sandbox, session: requests.Session) -> None:
+    sandbox.faults = Faults(p_200_null_after=1.0)
+    response = post_bulk(session, sandbox, [activity()])
+    assert response.json() == NULL_REFERENCE
+    assert len(sandbox.activities()) == 1
+
+
+def test_routing_unknown_path_plain_text_404(session: requests.Session) -> None:
+    with Sandbox(faults=Faults(plain_404=True), rate_limit=None) as sandbox:
+        response = session.post(sandbox.url + "/v2/NoSuch.svc/Thing", timeout=5)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "Not Found" in response.text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+
+
+# --- Throttling as LeadSquared does it -----------------------------------------------------
+
+
+def test_rate_limit_403_with_the_real_limit(session: requests.Session) -> None:
+    now = [0.0]
+    with Sandbox(rate_limit=(10, 5.0), faults=Faults(throttle_status=403), clock=lambda: now[0]) as sandbox:
+        statuses = [post_bulk(session, sandbox, [activity()]).status_code for _ in range(10)]
+        refused = post_bulk(session, sandbox, [activity()])
+        now[0] = 5.0  # the first ten left the window; the refused one has not
+        later = post_bulk(session, sandbox, [activity()]).status_code
+        stats = sandbox.stats
+    assert statuses == [200] * 10
+    message = assert_envelope(refused, 403, "MXAPIRateLimitExceededException")
+    assert message == "API calls exceeded the limit of 10 in 5 second(s)"
+    assert later == 200
+    assert (stats.throttled, stats.throttled_by_status) == (1, {403: 1})
+
+
+def test_rate_limit_shared_by_every_endpoint_and_key_style(session: requests.Session) -> None:
+    now = [0.0]
+    with Sandbox(rate_limit=(4, 5.0), clock=lambda: now[0]) as sandbox:
+        answers = [
+            post_bulk(session, sandbox, [activity()]).status_code,
+            get_activities(session, sandbox, None).status_code,
+            session.get(sandbox.url + USER_PATH, timeout=5).status_code,
+            requests.get(
+                sandbox.url + ACTIVITY_TYPES_PATH,
+                params={"accessKey": SANDBOX_ACCESS_KEY, "secretKey": SANDBOX_SECRET_KEY},
+                timeout=5,
+            ).status_code,
+            session.get(sandbox.url + ACTIVITY_SETTING_PATH, params={"code": 201}, timeout=5).status_code,
+        ]
+        stats = sandbox.stats
+    assert answers == [200, 200, 200, 200, 429]
+    assert stats.calls == {
+        "Bulk/CustomActivity/Add/ByOpportunityId": 1,
+        "GetActivitiesOfOpportunity": 1,
+        "UserByAccessKey.Get": 1,
+        "ActivityTypes.Get": 1,
+        "CustomActivity/GetActivitySetting": 1,
+    }
+    assert stats.throttled_by_status == {429: 1}
+
+
+def test_rate_limit_injected_throttle_uses_status_and_is_counted(
+    sandbox: Sandbox, session: requests.Session
+) -> None:
+    sandbox.faults = Faults(throttle_status=200)
+    sandbox.queue_faults("429")
+    response = post_bulk(session, sandbox, [activity()])
+    message = assert_envelope(response, 200, "MXAPIRateLimitExceededException")
+    assert message == "API calls exceeded the limit of 25 in 5 second(s)"
+    assert sandbox.activities() == []
+    stats = sandbox.stats
+    assert (stats.spurious_429, stats.throttled, stats.throttled_by_status) == (1, 0, {200: 1})
+
+
+def test_daily_cap_refuses_until_the_next_day(session: requests.Session) -> None:
+    now = [1000.0]
+    with Sandbox(rate_limit=(2, 1.0), daily_limit=3, clock=lambda: now[0]) as sandbox:
+
+        def status_at(moment: float) -> requests.Response:
+            now[0] = moment
+            return session.get(sandbox.url + ACTIVITY_TYPES_PATH, timeout=5)
+
+        admitted = [status_at(t).status_code for t in (1000.0, 1010.0, 1020.0)]
+        refused = [status_at(t) for t in (1030.0, 1030.0 + 3600, 86_399.0)]
+        next_day = status_at(86_400.0).status_code
+        stats = sandbox.stats
+    assert admitted == [200, 200, 200]
+    messages = {assert_envelope(response, 429, "MXAPIRateLimitExceededException") for response in refused}
+    assert messages == {"API calls exceeded the daily limit of 3 calls for this account"}
+    assert next_day == 200
+    assert (stats.daily_refused, stats.daily_used, stats.throttled) == (3, 1, 0)
+
+
+# --- Leads and opportunities (issue 13) ----------------------------------------------------
+
+LEAD_FIELD_PATH = OPPORTUNITIES_BY_LEAD_FIELD_PATH
+
+
+def by_lead_field(session: requests.Session, sandbox: Sandbox, name: str, value: str) -> requests.Response:
+    body = {
+        "Parameter": {"LookupName": name, "LookupValue": value, "SqlOperator": "="},
+        "Columns": {"Include_CSV": "OpportunityId"},
+        "Sorting": {"ColumnName": "CreatedOn", "Direction": "1"},
+        "Paging": {"PageIndex": 1, "PageSize": 25},
+    }
+    return session.post(sandbox.url + LEAD_FIELD_PATH, json=body, timeout=5)
+
+
+def test_default_leads_and_opportunities_consistent() -> None:
+    records = {record.id: record for record in DEFAULT_OPPORTUNITY_RECORDS}
+    assert set(records) == set(DEFAULT_OPPORTUNITIES)
+    assert {record.lead_id for record in records.values()} <= {lead.id for lead in DEFAULT_LEADS}
+    assert all(re.fullmatch(r"\+91-[0-9]{10}", lead.mobile or "") for lead in DEFAULT_LEADS)
+    per_lead = Counter((record.lead_id, record.event_code) for record in records.values())
+    assert per_lead[(DEFAULT_LEADS[45].id, OPPORTUNITY_TYPE)] == 2
+    assert not any(lead_id == DEFAULT_LEADS[54].id for lead_id, _ in per_lead)
+
+
+def test_opportunities_by_email_any_case(sandbox: Sandbox, session: requests.Session) -> None:
+    response = by_lead_field(session, sandbox, "EmailAddress", "Customer1@Example.com")
+    body = response.json()
+    assert body["RecordCount"] == 2
+    by_type = {item["OpportunityEvent"]: item for item in body["List"]}
+    assert set(by_type) == {"12000", "12001"}
+    item = by_type["12000"]
+    assert item["OpportunityId"] == item["ProspectActivityId"] == DEFAULT_OPPORTUNITIES[0]
+    assert item["RelatedProspectId"] == item["ProspectId"] == DEFAULT_LEADS[0].id
+    assert by_type["12001"]["OpportunityId"] == DEFAULT_OPPORTUNITIES[45]
+
+
+@pytest.mark.parametrize(
+    ("value", "count"),
+    [("+91-9000000046", 2), ("+91-9000000055", 0), ("9000000046", 0), ("+91 90000 00046", 0)],
+)
+def test_opportunities_by_mobile_exact_stored_form(
+    sandbox: Sandbox, session: requests.Session, value: str, count: int
+) -> None:
+    body = by_lead_field(session, sandbox, "Mobile", value).json()
+    assert body["RecordCount"] == len(body["List"]) == count
+    if count:
+        assert {item["OpportunityId"] for item in body["List"]} == set(DEFAULT_OPPORTUNITIES[90:92])
+
+
+def test_opportunities_by_lead_field_bad_lookup_400(sandbox: Sandbox, session: requests.Session) -> None:
+    response = by_lead_field(session, sandbox, "FavouriteColour", "blue")
+    assert "LookupName" in assert_envelope(response, 400, "MXInvalidInputException")
+    response = session.post(sandbox.url + LEAD_FIELD_PATH, json={"Paging": {}}, timeout=5)
+    assert "Parameter" in assert_envelope(response, 400, "MXInvalidInputException")
+
+
+@pytest.mark.parametrize(
+    ("lead", "opportunity_type", "expected"),
+    [(45, "12000", [90, 91]), (0, "12001", [45]), (0, None, [0, 45]), (54, "12000", [])],
+)
+def test_opportunities_of_lead(
+    sandbox: Sandbox, session: requests.Session, lead: int, opportunity_type: str | None, expected: list[int]
+) -> None:
+    params = {"leadId": DEFAULT_LEADS[lead].id, "opportunityType": opportunity_type}
+    body = session.post(sandbox.url + OPPORTUNITIES_OF_LEAD_PATH, params=params, timeout=5).json()
+    assert body["RecordCount"] == len(expected)
+    assert sorted(item["OpportunityId"] for item in body["List"]) == sorted(
+        DEFAULT_OPPORTUNITIES[i] for i in expected
+    )
+
+
+def test_opportunities_of_unknown_lead(sandbox: Sandbox, session: requests.Session) -> None:
+    response = session.post(sandbox.url + OPPORTUNITIES_OF_LEAD_PATH, params={"leadId": "nope"}, timeout=5)
+    assert assert_envelope(response, 500, "MXInvalidEntityReferenceException") == "Lead not found"
+    response = session.post(sandbox.url + OPPORTUNITIES_OF_LEAD_PATH, timeout=5)
+    assert "leadId" in assert_envelope(response, 400, "MXInvalidInputException")
+
+
+def test_opportunities_by_id_per_event_code(sandbox: Sandbox, session: requests.Session) -> None:
+    ids = [DEFAULT_OPPORTUNITIES[0], DEFAULT_OPPORTUNITIES[50], "no-such-id"]
+    body = {
+        "SearchParameters": [
+            {"EventCode": 12000, "ProspectActivityId": ids, "Columns": {"Include_CSV": ""}},
+            {"EventCode": 12001, "ProspectActivityId": ids},
+        ]
+    }
+    answer = session.post(sandbox.url + OPPORTUNITIES_BY_ID_PATH, json=body, timeout=5).json()
+    assert [(entry["EventCode"], entry["RecordCount"]) for entry in answer] == [(12000, 1), (12001, 1)]
+    assert answer[0]["Opportunities"][0]["ProspectActivityId"] == DEFAULT_OPPORTUNITIES[0]
+    assert answer[0]["Opportunities"][0]["ProspectId"] == DEFAULT_LEADS[0].id
+    assert answer[1]["Opportunities"][0]["ProspectActivityId"] == DEFAULT_OPPORTUNITIES[50]
+    assert sandbox.stats.calls == {"GetOpportunitiesById": 1}
+
+
+def test_opportunities_by_id_at_most_2000(sandbox: Sandbox, session: requests.Session) -> None:
+    def post(count: int) -> requests.Response:
+        search = {"EventCode": 12000, "ProspectActivityId": [f"id-{n}" for n in range(count)]}
+        return session.post(
+            sandbox.url + OPPORTUNITIES_BY_ID_PATH, json={"SearchParameters": [search]}, timeout=5
+        )
+
+    assert post(2000).json() == [{"EventCode": 12000, "RecordCount": 0, "Opportunities": []}]
+    assert "2000" in assert_envelope(post(2001), 400, "MXInvalidInputException")
+
+
+def test_lookup_calls_counted_in_stats(sandbox: Sandbox, session: requests.Session) -> None:
+    for value in ("customer1@example.com", "customer2@example.com"):
+        by_lead_field(session, sandbox, "EmailAddress", value)
+    session.post(sandbox.url + OPPORTUNITIES_OF_LEAD_PATH, params={"leadId": DEFAULT_LEADS[0].id}, timeout=5)
+    assert sandbox.stats.calls == {"GetOpportunitiesByUniqueLeadField": 2, "GetOpportunitiesOfLead": 1}
