@@ -262,3 +262,25 @@ def test_the_runs_progress_events_count_the_lookups(tmp_path, sandbox):
     assert [(e.calls_done, e.calls_planned, e.message) for e in looked] == [
         (n, 3, f"Looking up opportunities: {n} of 3") for n in (1, 2, 3)
     ]
+
+
+def test_on_the_sample_the_bulk_id_check_saves_the_rejected_call(tmp_path, sandbox, env):
+    from importer.client import BULK_ADD_PATH
+    from tests.conftest import REPO
+
+    mapping = (REPO / "importer" / "mappings" / "example.yaml").read_text(encoding="utf-8")
+    checked = mapping.replace(
+        'opportunity_id: {column: "Opportunity ID"}',
+        'opportunity_id: {column: "Opportunity ID", opportunity_type: [12000, 12001]}',
+    )
+    assert checked != mapping
+    (tmp_path / "checked.yaml").write_text(checked, encoding="utf-8")
+    sheet = tmp_path / "activities.csv"
+    sheet.write_bytes((REPO / "importer" / "sample_data" / "activities.csv").read_bytes())
+    code, summary, output = run(sheet, tmp_path / "checked.yaml", env)
+    assert code == 1, output
+    assert summary["rows_posted"] == 190
+    assert len(lookups(sandbox, OPPORTUNITIES_BY_ID_PATH)) == 1
+    assert sum(r.path == BULK_ADD_PATH for r in sandbox.request_log) == 61  # 62 without the check
+    stages = {r["Source Row"]: r["Error Stage"] for r in error_rows(tmp_path / "activities.errors.xlsx")}
+    assert stages[167] == stages[188] == "lookup"
