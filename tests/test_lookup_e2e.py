@@ -284,3 +284,12 @@ def test_on_the_sample_the_bulk_id_check_saves_the_rejected_call(tmp_path, sandb
     assert sum(r.path == BULK_ADD_PATH for r in sandbox.request_log) == 61  # 62 without the check
     stages = {r["Source Row"]: r["Error Stage"] for r in error_rows(tmp_path / "activities.errors.xlsx")}
     assert stages[167] == stages[188] == "lookup"
+
+
+def test_a_lead_field_the_account_refuses_stops_the_run_before_sending(tmp_path, sandbox, env):
+    sheet = write_csv(tmp_path / "bad-field.csv", [row("Customer Email", "customer1@example.com")])
+    code, summary, output = run(sheet, lookup_mapping(tmp_path, "mx_Customer_Code", "Customer Email"), env)
+    assert code == 3, output
+    assert "LookupName" in summary["stop_reason"]
+    assert summary["rows_not_sent"] == 1
+    assert sandbox.activities() == []
