@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
+OPPORTUNITIES_BY_LEAD_FIELD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesByUniqueLeadField"
+OPPORTUNITIES_OF_LEAD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesOfLead"
+OPPORTUNITIES_BY_ID_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a key is made of
 
 
@@ -395,6 +398,56 @@ class LsqClient:
             f"TLS verification of {self.base_url} failed; if a corporate proxy re-signs traffic, "
             "pass its certificate with --ca-bundle"
         )
+
+    # --- Finding opportunities (importer.lookup): read-only calls, retried like `read` -------
+
+    def opportunities_by_lead_field(
+        self,
+        lead_field: str,
+        value: str,
+        *,
+        page: int = 1,
+        page_size: int = 25,
+        limiter: RateLimiter | None = None,
+        attempts: int = 4,
+    ) -> Any:
+        """GetOpportunitiesByUniqueLeadField: the opportunities of the lead whose field has `value`, newest first."""
+        body = {
+            "Parameter": {"LookupName": lead_field, "LookupValue": value, "SqlOperator": "="},
+            "Columns": {
+                "Include_CSV": "OpportunityId,ProspectActivityId,RelatedProspectId,OpportunityEvent,CreatedOn"
+            },
+            "Sorting": {"ColumnName": "CreatedOn", "Direction": "1"},
+            "Paging": {"PageIndex": page, "PageSize": page_size},
+        }
+        return self.read(
+            "POST", OPPORTUNITIES_BY_LEAD_FIELD_PATH, body=body, limiter=limiter, attempts=attempts
+        )
+
+    def opportunities_of_lead(
+        self, lead_id: str, opportunity_type: int, *, limiter: RateLimiter | None = None, attempts: int = 4
+    ) -> Any:
+        """GetOpportunitiesOfLead: a lead's opportunities of one type."""
+        params: dict[str, str | int] = {"leadId": lead_id, "opportunityType": opportunity_type}
+        return self.read(
+            "POST", OPPORTUNITIES_OF_LEAD_PATH, params=params, body={}, limiter=limiter, attempts=attempts
+        )
+
+    def opportunities_by_id(
+        self, ids: list[str], types: list[int], *, limiter: RateLimiter | None = None, attempts: int = 4
+    ) -> Any:
+        """GetOpportunitiesById: which ids are opportunities of the types (2,000 ids in all a call)."""
+        body = {
+            "SearchParameters": [
+                {
+                    "EventCode": code,
+                    "ProspectActivityId": ids,
+                    "Columns": {"Include_CSV": "ProspectActivityId,ProspectId"},
+                }
+                for code in types
+            ]
+        }
+        return self.read("POST", OPPORTUNITIES_BY_ID_PATH, body=body, limiter=limiter, attempts=attempts)
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:

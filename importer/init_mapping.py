@@ -16,6 +16,7 @@ from datetime import datetime
 import yaml
 
 from importer.account import ActivityMeta, FieldMeta
+from importer.lookup import normalise_email, normalise_phone
 from importer.mapping import Mapping
 from importer.records import Sheet
 
@@ -236,7 +237,7 @@ def starter_mapping(sheet: Sheet, event: int | str, activity: ActivityMeta | Non
         "",
     ]
     lines.append(_event_line(event, activity))
-    lines.append(f"opportunity_id: {{column: {_q(writer.column('opportunity_id', 'an opportunity id'))}}}")
+    lines.append(_opportunity_line(writer))
     lines.append(f"owner_email: {{column: {_q(writer.column('owner_email', 'an owner email'))}}}")
     note = guess_column(sheet.headers, "note", writer.taken)
     if note is not None:
@@ -255,6 +256,51 @@ def starter_mapping(sheet: Sheet, event: int | str, activity: ActivityMeta | Non
     text = "\n".join(lines) + "\n"
     Mapping.model_validate(yaml.safe_load(text))  # a starter that does not load would be a bug here
     return Starter(text, writer.notes)
+
+
+# --- A look-up when the sheet has the lead's email or phone, not opportunity ids (issue 13)
+
+_LOOKUP_SHARE = 0.8  # of a column's non-empty values that must read as emails (or phones) to propose it
+_LOOKUP_SAMPLE = 200
+
+
+def _opportunity_line(writer: _Writer) -> str:
+    """A column of opportunity ids when a header looks like one, else a look-up by email or phone."""
+    if guess_column(writer.sheet.headers, "opportunity_id", writer.taken) is None:
+        found = _lookup_column(writer)
+        if found is not None:
+            header, lead_field = found
+            writer.taken.add(header)
+            writer.notes.append(
+                f"no column of opportunity ids: each row's opportunity is looked up from '{header}' "
+                f"({lead_field}); set opportunity_type to your opportunity type's code"
+            )
+            return (
+                f"opportunity_id:  # found from the lead; see README, 'Finding the opportunity from the lead'\n"
+                f"  lookup: {{lead_field: {lead_field}, column: {_q(header)}, opportunity_type: 12000}}"
+                "  # CHECK opportunity_type: your opportunity type's code; add pick: newest to take the newest"
+            )
+    return f"opportunity_id: {{column: {_q(writer.column('opportunity_id', 'an opportunity id'))}}}"
+
+
+def _lookup_column(writer: _Writer) -> tuple[str, str] | None:
+    """(header, lead field) of the first column of emails, else of phone numbers, not an owner's."""
+    free = [h for h in writer.sheet.headers if h not in writer.taken and not ({"owner", "user"} & _words(h))]
+    for lead_field, reads in (("EmailAddress", normalise_email), ("Mobile", normalise_phone)):
+        for header in free:
+            values = [v.strip() for v in writer.values(header) if v.strip()][:_LOOKUP_SAMPLE]
+            if values and sum(_reads(reads, v) for v in values) >= _LOOKUP_SHARE * len(values):
+                named_phone = "phone" in _key(header) and "mobile" not in _key(header)
+                return header, "Phone" if lead_field == "Mobile" and named_phone else lead_field
+    return None
+
+
+def _reads(convert: Callable[[str], str], value: str) -> bool:
+    try:
+        convert(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _event_line(event: int | str, activity: ActivityMeta | None) -> str:

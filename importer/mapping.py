@@ -62,7 +62,7 @@ class _Source(BaseModel):
 
 
 class EventSource(_Source):
-    value: int | None = None  # type: ignore[assignment]
+    value: int | None = None
     name: str | None = None  # an activity type's name, resolved to its code online (ActivityTypes.Get)
 
     @classmethod
@@ -79,6 +79,58 @@ class EventSource(_Source):
 
 class TextSource(_Source):
     pass
+
+
+class LookupSpec(BaseModel):
+    """Find the opportunity from a unique lead field's value (importer.lookup does the look-up)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_field: Annotated[
+        str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    ]  # a schema name: EmailAddress, Mobile
+    column: str
+    opportunity_type: Annotated[int, Field(gt=0)]  # the opportunity type's code, e.g. 12000
+    pick: Literal["newest"] | None = None  # several of the type: take the newest instead of failing the row
+    default_country_code: Annotated[str, Field(pattern=r"^\+?[1-9][0-9]{0,3}$")] = "91"
+
+    @field_validator("column")
+    @classmethod
+    def _column_not_blank(cls, column: str) -> str:
+        if not column.strip():
+            raise ValueError("must name a header, not be blank")
+        return column.strip()
+
+    @field_validator("default_country_code")
+    @classmethod
+    def _bare_code(cls, code: str) -> str:
+        return code.removeprefix("+")
+
+
+class OpportunitySource(_Source):
+    """Opportunity ids from a column (or a constant), or found by a look-up of the lead."""
+
+    lookup: LookupSpec | None = None
+    # with ids: check them in bulk first; several types when the sheet mixes them
+    opportunity_type: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(gt=0)]] | None = None
+
+    def opportunity_types(self) -> list[int]:
+        """The types plain ids are checked against ([]: not checked)."""
+        given = self.opportunity_type
+        return [] if given is None else [given] if isinstance(given, int) else list(dict.fromkeys(given))
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        return ("column", "value", "lookup")
+
+    @model_validator(mode="after")
+    def _type_once(self) -> OpportunitySource:
+        if self.lookup is not None and self.opportunity_type is not None:
+            raise ValueError("give opportunity_type inside lookup, not beside it")
+        return self
+
+    def columns(self) -> list[str]:
+        return [self.lookup.column] if self.lookup is not None else super().columns()
 
 
 class NoteSource(_Source):
@@ -134,7 +186,7 @@ class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     activity_event: EventSource
-    opportunity_id: TextSource
+    opportunity_id: OpportunitySource
     owner_email: TextSource
     note: NoteSource | None = None
     activity_datetime: DateTimeSource | None = None
@@ -179,7 +231,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             mark = event.start_mark
             raise yaml.YAMLError(
                 f"line {mark.line + 1}, column {mark.column + 1}: YAML aliases (*name) are not "
@@ -257,6 +309,8 @@ _KNOWN_KEYS = {
     "activity_datetime": list(DateTimeSource.model_fields),
     "note": list(NoteSource.model_fields),
     "activity_event": list(EventSource.model_fields),
+    "opportunity_id": list(OpportunitySource.model_fields),
+    "lookup": list(LookupSpec.model_fields),
 }
 
 
@@ -265,6 +319,8 @@ def _suggest_key(loc: list[str]) -> str:
         known = _KNOWN_KEYS["top"]
     elif loc[0] == "fields":
         known = _KNOWN_KEYS["fields"]
+    elif loc[:2] == ["opportunity_id", "lookup"]:
+        known = _KNOWN_KEYS["lookup"]
     else:
         known = _KNOWN_KEYS.get(loc[0], ["column", "value"])
     close = difflib.get_close_matches(loc[-1], known, n=1)

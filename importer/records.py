@@ -14,6 +14,7 @@ class Stage(StrEnum):
     """Where a row failed; shown in the error workbook's `Error Stage` column."""
 
     VALIDATION = "validation"  # never sent: fix the cell and re-upload
+    LOOKUP = "lookup"  # never sent: the lead's value found no single opportunity (importer.lookup)
     API = "api"  # sent and rejected by LeadSquared
     UNKNOWN = "unknown"  # sent, but whether it was created is not known: check before re-sending
     NOT_SENT = "not sent"  # valid, but the run stopped before sending it (401, Ctrl-C, retries spent)

@@ -23,6 +23,7 @@ from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
 from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
 from importer.loader import load_sheet
+from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import RowError, Sheet, Stage
@@ -141,6 +142,7 @@ class Prepared:
     mapping: Mapping
     validated: Validated
     batches: list[Batch]
+    lookup_calls: int = 0  # look-up calls made to find the rows' opportunities (importer.lookup)
 
 
 def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
@@ -166,8 +168,10 @@ def validate_file(config: ImportConfig) -> ImportResult:
     prepared = prepare(config, events)
     if config.online:
         events.emit(Phase.CHECKING)
-        prepared = check_online(config, prepared)
-    result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches))
+        prepared = check_online(config, prepared, events)
+    result = ImportResult(
+        rows_total=len(prepared.sheet), calls=len(prepared.batches) + _lookup_calls(config, prepared)
+    )
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)
@@ -227,6 +231,7 @@ def run_import(config: ImportConfig) -> ImportResult:
             if config.session is None:
                 client.close()
         result = _result_of(prepared, report, resumed)
+        result.calls += prepared.lookup_calls
         result.interrupted = result.interrupted or token.cancelled
         events.emit(Phase.REPORTING, **_counts(result))
         _finish(config, prepared.sheet, result, started, sent=True)
@@ -247,7 +252,7 @@ def _before_sending(
 ) -> tuple[Prepared, dict[int, RowKey] | KeysOnDemand, Resume]:
     """The checks against the account, then the journal's word on rows of earlier runs."""
     events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
-    prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping, rows
+    prepared = preflight(config, prepared, client, limiter, events)  # keys, host, mapping, rows, look-ups
     rows = prepared.validated.rows
     if journal is None:
         return prepared, {}, Resume(to_send=list(rows))
@@ -411,7 +416,13 @@ def _send(
 # --- The online step: keys, host, mapping and rows against the account -----------------------
 
 
-def preflight(config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter) -> Prepared:
+def preflight(
+    config: ImportConfig,
+    prepared: Prepared,
+    client: LsqClient,
+    limiter: RateLimiter,
+    events: _Events | None = None,
+) -> Prepared:
     """Check keys, host, mapping and rows against the account; returns the rows that may be sent.
 
     Raises AuthError/ApiUnusableError (exit 3) or MappingError (exit 2) before anything is sent.
@@ -432,14 +443,65 @@ def preflight(config: ImportConfig, prepared: Prepared, client: LsqClient, limit
         known_types=types,
         event_code=event if mapping.activity_event.name is not None else None,
     )
-    return replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
+    prepared = replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
+    return _look_up(config, prepared, client, limiter, org=account.identity.org, events=events)
 
 
-def check_online(config: ImportConfig, prepared: Prepared) -> Prepared:
+# --- Look-ups: the opportunity found from the lead's email or phone (importer.lookup, issue 13)
+
+
+def _look_up(
+    config: ImportConfig,
+    prepared: Prepared,
+    client: LsqClient,
+    limiter: RateLimiter,
+    *,
+    org: str | None,
+    events: _Events | None,
+) -> Prepared:
+    """Rows get their opportunity ids, or fail at stage `lookup`, before anything is sent."""
+    if not needs_lookup(prepared.mapping):
+        return prepared
+    planned = planned_calls(prepared.mapping, prepared.validated.rows)
+    done = 0
+
+    def on_call() -> None:
+        nonlocal done
+        done += 1
+        if events is not None:
+            message = f"Looking up opportunities: {min(done, planned)} of {planned}"
+            events.emit(Phase.CHECKING, message, calls_done=done, calls_planned=max(planned, done))
+
+    prepared, report = resolve(
+        prepared,
+        client,
+        limiter,
+        cache_dir=config.metadata.cache_dir,
+        org=org,
+        batch_size=config.batch_size,
+        refresh=config.metadata.refresh,
+        attempts=config.max_attempts,
+        on_call=on_call,
+    )
+    return replace(prepared, lookup_calls=prepared.lookup_calls + report.calls)
+
+
+def _lookup_calls(config: ImportConfig, prepared: Prepared) -> int:
+    """Look-up calls for `validate`: made (online), or one per distinct value (offline, and said so)."""
+    if config.online or not needs_lookup(prepared.mapping):
+        return prepared.lookup_calls
+    log.warning(
+        "%s: opportunity_id is looked up in the account only with --online; every other check was made",
+        config.mapping_path,
+    )
+    return planned_calls(prepared.mapping, prepared.validated.rows)
+
+
+def check_online(config: ImportConfig, prepared: Prepared, events: _Events | None = None) -> Prepared:
     """`validate --online`: the checks of `preflight` with a client of its own; sends no activity."""
     client = _client_of(config)
     try:
-        return preflight(config, prepared, client, RateLimiter(config.rate_limit))
+        return preflight(config, prepared, client, RateLimiter(config.rate_limit), events)
     finally:
         if config.session is None:
             client.close()

@@ -21,6 +21,7 @@ import pandas as pd
 from importer import datetimes
 from importer.errors import MappingError
 from importer.gcpause import gc_paused
+from importer.lookup import lookup_converter
 from importer.mapping import (
     EventSource,
     FieldSource,
@@ -115,7 +116,8 @@ def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "m
 
 def _converter(key: str, source: object) -> Converter:
     if key == "opportunity_id":
-        return _opportunity_id
+        lookup = source.lookup  # type: ignore[attr-defined]
+        return _opportunity_id if lookup is None else lookup_converter(lookup)
     if key == "owner_email":
         return _email
     if key == "activity_event":
@@ -149,7 +151,7 @@ _BULK_FROM = 200  # distinct cells below which a whole-column path costs more th
 def _convert(sheet: Sheet, key: str, source: object, convert: Converter, mapping_path: str | Path) -> _Column:
     required = key in _REQUIRED or (isinstance(source, FieldSource) and source.required)
     default = getattr(source, "default", None)
-    if getattr(source, "column", None) is None:
+    if not source.columns():  # type: ignore[attr-defined]
         value = _scalar_text(source.value)  # type: ignore[attr-defined]
         try:
             constant = _convert_one(value, convert, required, default)
@@ -157,7 +159,7 @@ def _convert(sheet: Sheet, key: str, source: object, convert: Converter, mapping
             raise MappingError(mapping_path, f"'{key}.value': {exc}") from None
         return _Column.constant(constant, len(sheet))
     # pandas numbers the distinct cells in C, and each distinct cell is converted once.
-    cells = sheet.frame[source.column.strip()].to_numpy(dtype=object)  # type: ignore[attr-defined]
+    cells = sheet.frame[source.columns()[0]].to_numpy(dtype=object)  # type: ignore[attr-defined]
     codes, distinct = pd.factorize(cells, use_na_sentinel=False)
     converted, failures = _convert_distinct(
         distinct.tolist(), convert, required, default, _bulk_converter(key, source)
@@ -302,7 +304,7 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
 def _field_entries(schema_name: str, column: _Column, rows: np.ndarray) -> list[object]:
     """The `Fields` entry of each of `rows`: one per distinct value, shared by the rows that have it."""
     with gc_paused():
-        entries = [
+        entries: list[object] = [
             None if value is None else {"SchemaName": schema_name, "Value": value}
             for value in column.distinct.tolist()
         ]
@@ -317,7 +319,7 @@ def _field_lists(columns: list[list[object]], size: int) -> list[list[FieldValue
     if not columns:
         return [[]] * size
     with gc_paused():
-        return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]  # type: ignore[misc]
+        return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]
 
 
 def _reject_unknown_cells(sheet: Sheet, mapping: Mapping, validated: Validated) -> Validated:

@@ -232,8 +232,9 @@ def test_write_error_workbook_summary_counts_rows_per_stage_with_total(tmp_path)
     ]
     rows = summary_rows(write(tmp_path, errors))
     start = rows.index(("Error Stage", "Rows", None))
-    assert rows[start + 1 : start + 6] == [
+    assert rows[start + 1 : start + 7] == [
         ("validation", 1, None),
+        ("lookup", 0, None),
         ("api", 2, None),
         ("unknown", 1, None),
         ("not sent", 0, None),
