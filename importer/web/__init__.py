@@ -7,15 +7,24 @@ LSQ_WEB_PASSWORD or LSQ_WEB_TOKEN. With `sandbox=True` it runs against the built
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
-from importer.errors import UsageError
+import uvicorn
 
-PASSWORD_ENV = "LSQ_WEB_PASSWORD"
-TOKEN_ENV = "LSQ_WEB_TOKEN"
+from importer.client import HOST_ENV, Credentials
+from importer.errors import UsageError
+from importer.journal import state_dir
+from importer.metadata import MetadataSettings, default_cache_dir
+from importer.sandbox import Sandbox
+from importer.throttle import RateLimit
+from importer.web.app import DEFAULT_MAX_UPLOAD_BYTES, Settings, WebApp
+
+PASSWORD_ENV = "LSQ_WEB_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+TOKEN_ENV = "LSQ_WEB_TOKEN"  # noqa: S105 - the name of a variable
 LOOPBACK = "127.0.0.1"
 
 
@@ -30,14 +39,6 @@ def serve(
     max_upload_bytes: int | None = None,
 ) -> int:
     """Run the web server until Ctrl-C; print the address (with its token) first."""
-    import uvicorn
-
-    from importer.client import HOST_ENV, Credentials
-    from importer.journal import state_dir
-    from importer.metadata import MetadataSettings, default_cache_dir
-    from importer.throttle import RateLimit
-    from importer.web.app import DEFAULT_MAX_UPLOAD_BYTES, Settings, WebApp
-
     password = environ.get(PASSWORD_ENV) or None
     token = environ.get(TOKEN_ENV) or None
     if bind not in {LOOPBACK, "localhost", "::1"} and not (password or token):
@@ -46,8 +47,6 @@ def serve(
         )
     with ExitStack() as stack:
         if sandbox:
-            from importer.sandbox import Sandbox
-
             box = stack.enter_context(Sandbox(rate_limit=(25, 1.0)))
             host, credentials, limit, label = (
                 box.url,
@@ -77,6 +76,7 @@ def serve(
         sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((bind, port))
+        sock.listen(128)  # connections wait in the queue until the server takes them
         shown = "127.0.0.1" if bind in {"0.0.0.0", "::"} else bind  # noqa: S104 - only a display name
         real_port = sock.getsockname()[1]
         print(f"lsq-import web page: http://{shown}:{real_port}/?token={settings.token}", file=out)
@@ -88,8 +88,6 @@ def serve(
         out.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=False)
         server = uvicorn.Server(config)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            pass
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from jinja2 import Environment, FunctionLoader, select_autoescape
+from python_calamine import CalamineWorkbook
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
@@ -33,7 +34,7 @@ from importer.errors import ImporterError
 from importer.init_mapping import guess_column, guess_format, match_fields
 from importer.loader import load_sheet
 from importer.mapping import load_mapping
-from importer.metadata import ActivityMeta, AccountMetadata, MetadataSettings, check_online, open_account
+from importer.metadata import AccountMetadata, ActivityMeta, MetadataSettings, check_online, open_account
 from importer.records import Sheet
 from importer.report import write_error_workbook
 from importer.runner import ImportConfig, ImportResult, prepare
@@ -183,6 +184,7 @@ class WebApp:
     async def _checked_form(self, request: Request, *, max_files: int = 0) -> Any:
         form = await request.form(max_files=max_files, max_fields=400)
         if not hmac.compare_digest(str(form.get("csrf", "")).encode(), self._csrf.encode()):
+            await form.close()
             raise _Refused(
                 "This form is out of date (or came from another site). Reload the page and try again."
             )
@@ -234,6 +236,13 @@ class WebApp:
             form = await self._checked_form(request, max_files=1)
         except _Refused as exc:
             return await self.home(request, str(exc), 403)
+        try:
+            return await self._store_upload(request, form, too_large)
+        finally:
+            await form.close()
+
+    async def _store_upload(self, request: Request, form: Any, too_large: str) -> Response:
+        limit = self.settings.max_upload_bytes
         upload = form.get("spreadsheet")
         if not isinstance(upload, UploadFile) or not upload.filename:
             return await self.home(request, "Choose a spreadsheet (a .csv or Excel file) first.", 400)
@@ -488,8 +497,6 @@ def _shown_host(host: str) -> str:
 def _sheet_names(path: Path) -> list[str]:
     if path.suffix.lower() in {".csv", ".txt", ".tsv"}:
         return []
-    from python_calamine import CalamineWorkbook
-
     try:
         return list(CalamineWorkbook.from_path(str(path)).sheet_names)
     except Exception:  # load_sheet already read it; a name list is only a convenience
