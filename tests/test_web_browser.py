@@ -41,7 +41,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     monkeypatch.setenv("LSQ_IMPORT_STATE_DIR", str(tmp_path / "state"))
     # a little latency per call, so the live progress of an import can be seen
     with Sandbox(rate_limit=(50, 1.0), faults=Faults(latency_ms=(40, 60))) as sandbox:
-        app = make_web(sandbox, tmp_path).starlette()
+        app = make_web(sandbox, tmp_path, account_label="sandbox (nothing reaches LeadSquared)").starlette()
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
         web = uvicorn.Server(config)
         thread = threading.Thread(target=web.run, daemon=True)

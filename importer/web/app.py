@@ -118,6 +118,7 @@ class WebApp:
         )
         self.templates.globals["human_bytes"] = _human_bytes
         self.templates.globals["max_bytes"] = settings.max_upload_bytes
+        self.templates.filters["for_people"] = for_people
         settings.mappings_dir.mkdir(parents=True, exist_ok=True)
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -486,6 +487,25 @@ class _Missing(Exception):
     pass
 
 
+_STRPTIME = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%b": "MMM", "%H": "HH", "%M": "MM",
+             "%I": "hh", "%p": "AM/PM", "%S": "SS"}  # fmt: skip
+_FORMAT_IN_TEXT = re.compile(r"'([^']*%[a-zA-Z][^']*)'")
+_SCHEMA_WITH_NAME = re.compile(r"\bmx_Custom_\d+ \(([^)]+)\)")
+_EXCEPTION_PREFIX = re.compile(r"^MX\w*Exception:\s*")
+
+
+def human_format(fmt: str) -> str:
+    """'%d/%m/%Y %H:%M' as a person writes it: 'DD/MM/YYYY HH:MM'."""
+    return re.sub(r"%[a-zA-Z]", lambda m: _STRPTIME.get(m.group(0), m.group(0)), fmt)
+
+
+def for_people(message: str) -> str:
+    """A library message with strptime codes, schema names and exception names put in words."""
+    message = _EXCEPTION_PREFIX.sub("", message)
+    message = _SCHEMA_WITH_NAME.sub(lambda m: f"'{m.group(1)}'", message)
+    return _FORMAT_IN_TEXT.sub(lambda m: f"'{human_format(m.group(1))}'", message)
+
+
 def _human_bytes(n: int) -> str:
     return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n / 1024:.0f} KB"
 
@@ -591,7 +611,7 @@ def _as_sent(rows: list[Any], account: AccountMetadata) -> dict[str, Any]:
         if isinstance(code, int):
             with_fields = account.activity(code).fields
             names.update({schema: meta.display_name or schema for schema, meta in with_fields.items()})
-    columns = ["Row", "Opportunity", "Owner", "When (UTC)", "Note"]
+    columns = ["Row", "Opportunity", "Owner", "When (sent as UTC)", "Note"]
     extra: list[str] = []
     shown = []
     for row in rows:

@@ -23,11 +23,12 @@
   var live = document.getElementById("live");
   if (!live) { return; }
   var url = live.getAttribute("data-progress-url");
+  var phases = JSON.parse(document.getElementById("phases").textContent);
   function show(data) {
     var g = data.progress || {};
     live.querySelectorAll("[data-key]").forEach(function (el) {
       var key = el.getAttribute("data-key"), value = g[key];
-      if (key === "message") { value = g.message || ("Working: " + (g.phase || "starting")); }
+      if (key === "message") { value = g.message || phases[g.phase] || "Working…"; }
       if (key === "seconds_left") { value = value == null ? "—" : Math.round(value) + " s"; }
       if (value != null) { el.textContent = value; }
     });
