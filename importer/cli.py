@@ -7,19 +7,50 @@ import contextlib
 import json
 import logging
 import os
+import re
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 
 from importer import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from importer.account import ActivityMeta, Connection, MetadataSettings
+    from importer.events import CancelToken, Progress
+    from importer.runner import ImportConfig, ImportResult
+
 log = logging.getLogger("importer")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Library errors name config fields (ImportConfig(batch_size=30): "batch_size must be ..."); the
+# CLI says which flag or variable sets them.
+_FLAGS = {
+    "batch_size": "--batch-size",
+    "concurrency": "--concurrency",
+    "errors_path": "--errors",
+    "journal_path": "--journal",
+    "archive_dir": "--archive",
+    "summary_json": "--summary-json",
+    "max_attempts": "--retries",
+    "host": "--host",
+    "credentials": "LSQ_ACCESS_KEY and LSQ_SECRET_KEY",
+}
+_FIELD_NAMES = re.compile(
+    r"^(?:host|credentials|concurrency)\b"
+    r"|\b(?:batch_size|errors_path|journal_path|archive_dir|summary_json|max_attempts)\b"
+)
+
+
+def _as_flags(message: str) -> str:
+    """A library message in the CLI's words: config field names become the flags that set them."""
+    return _FIELD_NAMES.sub(lambda match: _FLAGS[match.group(0)], message)
 
 
 def entrypoint() -> None:
@@ -45,7 +76,7 @@ def main(
         handler = _setup_logging(args, err)
         return int(args.command(args, env, out, err))
     except ImporterError as exc:
-        print(f"lsq-import: error: {exc}", file=err)
+        print(f"lsq-import: error: {_as_flags(str(exc))}", file=err)
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print("lsq-import: interrupted before anything was sent", file=err)
@@ -67,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="lsq-import",
         description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
         epilog="Exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or "
-        "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted.",
+        "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted "
+        "(Ctrl-C or SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -286,7 +318,7 @@ def _teardown_logging(handlers: list[logging.Handler]) -> None:
         handler.close()
 
 
-def _config(args: argparse.Namespace, **extra: object):
+def _config(args: argparse.Namespace, **extra: Any) -> ImportConfig:
     from importer.runner import ImportConfig
 
     return ImportConfig(
@@ -304,8 +336,9 @@ def _show_progress(args: argparse.Namespace, err: TextIO) -> bool:
     return not args.no_progress and err.isatty()
 
 
-def _connection(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """The ImportConfig keywords for talking to LeadSquared, from the send options and the environment."""
+def _connection(args: argparse.Namespace, env: dict[str, str]) -> Connection:
+    """How to reach the account, from the send options and the environment."""
+    from importer.account import Connection
     from importer.client import HOST_ENV, Credentials
     from importer.throttle import RateLimit
 
@@ -320,18 +353,30 @@ def _connection(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]
         raise UsageError(
             f"--ca-bundle {args.ca_bundle}: no such file (give the proxy's CA certificate, a PEM file)"
         )
+    return Connection(
+        host=host,
+        credentials=Credentials.from_env(env),
+        rate_limit=RateLimit.parse(args.rate_limit),
+        timeout=(min(10.0, args.timeout), args.timeout),
+        ca_bundle=args.ca_bundle,
+        max_attempts=args.retries + 1,
+    )
+
+
+def _connection_options(connection: Connection) -> dict[str, Any]:
+    """The ImportConfig keywords of a connection."""
     return {
-        "host": host,
-        "credentials": Credentials.from_env(env),
-        "rate_limit": RateLimit.parse(args.rate_limit),
-        "timeout": (min(10.0, args.timeout), args.timeout),
-        "ca_bundle": args.ca_bundle,
-        "max_attempts": args.retries + 1,
+        "host": connection.host,
+        "credentials": connection.credentials,
+        "rate_limit": connection.rate_limit,
+        "timeout": connection.timeout,
+        "ca_bundle": connection.ca_bundle,
+        "max_attempts": connection.max_attempts,
     }
 
 
-def _metadata_settings(args: argparse.Namespace, env: dict[str, str]):
-    from importer.metadata import DEFAULT_TTL_HOURS, MetadataSettings, default_cache_dir
+def _metadata_settings(args: argparse.Namespace, env: dict[str, str]) -> MetadataSettings:
+    from importer.account import DEFAULT_TTL_HOURS, MetadataSettings, default_cache_dir
 
     ttl = DEFAULT_TTL_HOURS if args.metadata_ttl is None else args.metadata_ttl
     if ttl < 0:
@@ -339,19 +384,84 @@ def _metadata_settings(args: argparse.Namespace, env: dict[str, str]):
     return MetadataSettings(args.cache_dir or default_cache_dir(env), ttl, args.refresh_metadata)
 
 
-def _open_client(args: argparse.Namespace, env: dict[str, str]):
-    """A client, the run's rate limiter and the attempts per call, for the commands that only read."""
-    from importer.client import LsqClient
-    from importer.throttle import RateLimiter
+class ProgressBar:
+    """The run's `Progress` events as a tqdm bar of calls, with the time left at the rate limit.
 
-    connection = _connection(args, env)
-    client = LsqClient(
-        connection["host"],
-        connection["credentials"],
-        timeout=connection["timeout"],
-        ca_bundle=connection["ca_bundle"],
-    )
-    return client, RateLimiter(connection["rate_limit"]), connection["max_attempts"]
+    With no stream it draws nothing and only remembers the phase, which the signal handler reads.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._bar: tqdm[Any] | None = None
+        self.last: Progress | None = None
+
+    def __call__(self, event: Progress) -> None:
+        from tqdm import tqdm
+
+        from importer.events import Phase
+
+        self.last = event
+        if self._stream is None:
+            return
+        if event.phase not in (Phase.SENDING, Phase.SETTLING):
+            self.close()
+            return
+        left = tqdm.format_interval(event.seconds_left or 0)
+        if self._bar is None:
+            self._bar = tqdm(
+                total=event.calls_planned,
+                unit="call",
+                file=self._stream,
+                leave=False,
+                postfix=left,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
+            )
+            return
+        self._bar.set_postfix_str(left, refresh=False)
+        self._bar.update(event.calls_done - self._bar.n)
+
+    @property
+    def sending(self) -> bool:
+        """True once the run has begun sending rows (it may have stopped since)."""
+        from importer.events import Phase
+
+        before = (Phase.READING, Phase.VALIDATING, Phase.CHECKING, Phase.RECONCILING)
+        return self.last is not None and self.last.phase not in before
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextlib.contextmanager
+def cancel_on_signals(token: CancelToken, bar: ProgressBar) -> Iterator[None]:
+    """While a run works, Ctrl-C (SIGINT) and SIGTERM call `token.cancel()` instead of raising.
+
+    A KeyboardInterrupt can land between any two bytecodes, say while the sender starts its
+    threads or while the workbook is written, and lose the record of calls already made; a
+    handler that only cancels cannot. The first signal stops starting calls (before sending:
+    sends nothing), and the workbook and summary are still written; a second one stops waiting
+    for answers in flight or, before any row went out, stops at once. Only the main thread can
+    set a signal handler; elsewhere the default behaviour remains.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        token.cancel()
+        if token.urgent and not bar.sending:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
@@ -364,128 +474,82 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
             with contextlib.suppress(ImporterError):
                 write_json_atomically(
                     args.summary_json,
-                    {"input": str(args.input), "error": str(exc), "exit_code": int(exc.exit_status)},
+                    {
+                        "input": str(args.input),
+                        "error": _as_flags(str(exc)),
+                        "exit_code": int(exc.exit_status),
+                    },
                 )
         raise
 
 
 def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from importer.schedule import check_archive_dir, expand_inputs
+    from importer.events import CancelToken
+    from importer.runs import run_pattern
 
     pattern = str(args.input)
-    inputs = expand_inputs(pattern)
-    if not inputs:
-        print(f"lsq-import: no file matches '{pattern}': nothing to do", file=err)
-        return int(ExitStatus.OK)
-    if len(inputs) > 1 and (args.errors or args.journal):
-        raise UsageError("--errors and --journal name one file; with a pattern each input gets its own")
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be 1 or more")
-    if args.archive:
-        check_archive_dir(args.archive)
-    connection = _connection(args, env)
-    summaries = []
-    worst = ExitStatus.OK
-    for path in inputs:
-        try:
-            status, summary = _run_one(args, path, env, connection, out=out, err=err)
-        except ImporterError as exc:  # this file is unusable; the others still run
-            if len(inputs) == 1:
-                raise
-            print(f"lsq-import: error: {exc}", file=err)
-            status, summary = (
-                exc.exit_status,
-                {"input": str(path), "error": str(exc), "exit_code": int(exc.exit_status)},
-            )
-        summaries.append(summary)
-        worst = max(worst, status, key=_severity)
-        if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
-            break  # the account or the user said stop: the next file would stop too
-    if args.summary_json and _is_pattern(args):  # a pattern: one summary listing every file
-        from importer.atomic import write_json_atomically
-
-        write_json_atomically(args.summary_json, {"files": summaries, "exit_code": int(worst)})
-    return int(worst)
-
-
-def _severity(status: ExitStatus) -> int:
-    return [
-        ExitStatus.OK,
-        ExitStatus.ROWS_FAILED,
-        ExitStatus.INPUT_ERROR,
-        ExitStatus.API_UNUSABLE,
-        ExitStatus.INTERRUPTED,
-    ].index(status)
-
-
-def _run_one(
-    args: argparse.Namespace,
-    path: Path,
-    env: dict[str, str],
-    connection: dict[str, Any],
-    *,
-    out: TextIO,
-    err: TextIO,
-) -> tuple[ExitStatus, dict[str, object]]:
-    from importer.client import base_url
-    from importer.journal import default_journal_path
-    from importer.runner import ImportConfig, run_import
-    from importer.schedule import ERROR_REPORT_SUFFIX, archive_name, move_to_archive
-
-    started = datetime.now(UTC)
-    archived = archive_name(path, args.archive, started) if args.archive else None
-    errors_path = args.errors or (
-        archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None
-    )
-    journal = args.journal or default_journal_path(path, args.mapping, base_url(connection["host"]), env)
-    config = ImportConfig(
-        input_path=path,
-        mapping_path=args.mapping,
-        sheet=args.sheet,
-        batch_size=args.batch_size,
-        errors_path=errors_path,
-        summary_json=args.summary_json if not _is_pattern(args) else None,
+    token = CancelToken()
+    bar = ProgressBar(err if _show_progress(args, err) else None)
+    config = _config(
+        args,
         metadata=_metadata_settings(args, env),
-        progress=_show_progress(args, err),
         concurrency=args.concurrency,
-        journal_path=journal,
+        journal_path=args.journal,
         use_journal=not args.no_journal,
         resend=args.resend,
-        **connection,
+        on_progress=bar,
+        cancel=token,
+        **_connection_options(_connection(args, env)),
     )
-    if archived:
-        archived.parent.mkdir(parents=True, exist_ok=True)
-    result = run_import(config)
-    summary = {"input": str(path), **result.summary()}
-    settled = not (result.rows_unknown or result.rows_not_sent or result.stop_reason or result.interrupted)
-    if archived and settled:
-        summary["archived_to"] = str(move_to_archive(path, archived))
-    _print_summary(result, path, out, json_lines=args.log_format == "json", summary=summary)
-    if result.stop_reason:
-        print(f"lsq-import: error: {result.stop_reason}", file=err)
-    return result.exit_status, summary
+    json_lines = args.log_format == "json"
 
+    def file_done(path: Path, outcome: ImportResult | ImporterError, summary: dict[str, object]) -> None:
+        bar.close()
+        if isinstance(outcome, ImporterError):
+            print(f"lsq-import: error: {_as_flags(str(outcome))}", file=err)
+            return
+        _print_summary(outcome, path, out, json_lines=json_lines, summary=summary)
+        if outcome.stop_reason:
+            print(f"lsq-import: error: {outcome.stop_reason}", file=err)
 
-def _is_pattern(args: argparse.Namespace) -> bool:
-    import glob
-
-    return glob.has_magic(str(args.input))
+    with cancel_on_signals(token, bar):
+        try:
+            result = run_pattern(
+                config, pattern, archive_dir=args.archive, environ=env, on_file_done=file_done
+            )
+        finally:
+            bar.close()
+    if not result.summaries:
+        print(f"lsq-import: no file matches '{pattern}': nothing to do", file=err)
+    return int(result.exit_status)
 
 
 def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from importer.runner import validate_file
+    from importer.runs import validate_pattern
 
     extra: dict[str, Any] = {}
     if args.online:
-        extra = {**_connection(args, env), "metadata": _metadata_settings(args, env), "online": True}
+        extra = {
+            **_connection_options(_connection(args, env)),
+            "metadata": _metadata_settings(args, env),
+            "online": True,
+        }
     else:
         _note_named_event(args.mapping, err)
-    result = validate_file(_config(args, **extra))
-    valid = result.rows_total - result.rows_failed
-    print(f"{args.input}: {result.rows_total} rows, {valid} valid, {result.rows_failed} invalid", file=out)
-    print(f"Would send {valid} activities in {result.calls} calls (nothing was sent)", file=out)
-    if result.error_report:
-        print(f"Error workbook: {result.error_report}", file=out)
+
+    def file_done(path: Path, outcome: ImportResult | ImporterError, summary: dict[str, object]) -> None:
+        if isinstance(outcome, ImporterError):
+            print(f"lsq-import: error: {_as_flags(str(outcome))}", file=err)
+            return
+        valid = outcome.rows_total - outcome.rows_failed
+        print(f"{path}: {outcome.rows_total} rows, {valid} valid, {outcome.rows_failed} invalid", file=out)
+        print(f"Would send {valid} activities in {outcome.calls} calls (nothing was sent)", file=out)
+        if outcome.error_report:
+            print(f"Error workbook: {outcome.error_report}", file=out)
+
+    result = validate_pattern(_config(args, **extra), str(args.input), on_file_done=file_done)
+    if not result.summaries:
+        print(f"lsq-import: no file matches '{args.input}': nothing to do", file=err)
     return int(result.exit_status)
 
 
@@ -502,20 +566,16 @@ def _note_named_event(mapping_path: Path, err: TextIO) -> None:
 
 
 def _cmd_check(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from importer.metadata import check_keys, region_problem
+    from importer.account import check_connection
 
-    client, limiter, attempts = _open_client(args, env)
-    try:
-        identity = check_keys(client, limiter, attempts)
-    finally:
-        client.close()
+    checked = check_connection(_connection(args, env))
+    identity = checked.identity
     print(f"Keys of {identity.user}" + (f", org {identity.org}" if identity.org else ""), file=out)
     print(f"Account API host: {identity.api_host or '(not reported)'}", file=out)
-    problem = region_problem(identity, client.base_url)
-    if problem:
-        print(f"lsq-import: error: {problem}", file=err)
+    if checked.problem:
+        print(f"lsq-import: error: {checked.problem}", file=err)
         return int(ExitStatus.API_UNUSABLE)
-    print(f"OK: {client.base_url} accepts these keys", file=out)
+    print(f"OK: {checked.base_url} accepts these keys", file=out)
     return int(ExitStatus.OK)
 
 
@@ -534,19 +594,13 @@ def _cmd_init_mapping(args: argparse.Namespace, env: dict[str, str], out: TextIO
     return int(ExitStatus.OK)
 
 
-def _online_activity(args: argparse.Namespace, env: dict[str, str], event: int | str):
-    from importer.metadata import open_account
+def _online_activity(args: argparse.Namespace, env: dict[str, str], event: int | str) -> ActivityMeta:
+    from importer.account import activity_of
 
-    client, limiter, attempts = _open_client(args, env)
     try:
-        account = open_account(client, _metadata_settings(args, env), limiter=limiter, attempts=attempts)
-        try:
-            code = account.code_of(event)
-        except ValueError as exc:
-            raise UsageError(f"--activity-event: {exc}") from None
-        return account.activity(code)
-    finally:
-        client.close()
+        return activity_of(_connection(args, env), _metadata_settings(args, env), event)
+    except ValueError as exc:
+        raise UsageError(f"--activity-event: {exc}") from None
 
 
 def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
@@ -569,38 +623,22 @@ def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err
 
 
 def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
-    from importer.client import Credentials
-    from importer.runner import ImportConfig, run_import
-    from importer.sandbox import Sandbox
-    from importer.throttle import RateLimit
+    from importer.demo import run_demo
+    from importer.events import CancelToken
 
-    sample = REPO_ROOT / "sample_data" / "activities.csv"
-    mapping = REPO_ROOT / "mappings" / "example.yaml"
-    if not sample.is_file() or not mapping.is_file():
-        raise UsageError(
-            f"the demo needs the repository's sample_data/ and mappings/ (looked in {REPO_ROOT}); "
-            "install from a clone with: pip install -e ."
-        )
-    with Sandbox(rate_limit=(25, 1.0)) as sandbox:
-        print(
-            f"Sandbox running at {sandbox.url}; importing {sample.relative_to(REPO_ROOT)} "
-            f"with {mapping.relative_to(REPO_ROOT)}",
-            file=out,
-        )
-        config = ImportConfig(
-            input_path=sample,
-            mapping_path=mapping,
-            host=sandbox.url,
-            credentials=Credentials(sandbox.access_key, sandbox.secret_key),
-            rate_limit=RateLimit(25, 1.0),
-            errors_path=args.errors,
-            progress=_show_progress(args, err),
-            use_journal=False,  # a fresh sandbox every time: there is nothing to resume
-        )
-        result = run_import(config)
-        stored = len(sandbox.activities())
-    _print_summary(result, sample, out)
-    print(f"The sandbox now holds {stored} activities.", file=out)
+    def ready(url: str, sample: Path, mapping: Path) -> None:
+        print(f"Sandbox running at {url}; importing {sample.name} with {mapping.name}", file=out)
+
+    token = CancelToken()
+    bar = ProgressBar(err if _show_progress(args, err) else None)
+    with cancel_on_signals(token, bar):
+        try:
+            demo = run_demo(args.errors, on_progress=bar, cancel=token, on_ready=ready)
+        finally:
+            bar.close()
+    result = demo.result
+    _print_summary(result, demo.sample, out)
+    print(f"The sandbox now holds {demo.stored} activities.", file=out)
     if result.error_report:
         print("Open the error workbook to see each failed row, the reason, and the cell to fix.", file=out)
     return int(
@@ -617,7 +655,7 @@ def _cmd_serve(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: 
 
 
 def _print_summary(
-    result,
+    result: ImportResult,
     input_path: Path,
     out: TextIO,
     *,

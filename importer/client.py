@@ -1,6 +1,6 @@
 """The LeadSquared HTTP client: one pooled session, keys in headers, every reply read into rows.
 
-`read_reply` turns any status and body CONTRACT.md describes into one `Reply`; it never guesses
+`read_reply` turns any status and body docs/leadsquared-api.md describes into one `Reply`; it never guesses
 which rows were created when a body does not say.
 """
 
@@ -13,21 +13,26 @@ import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypedDict
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 import urllib3
 
 from importer import __version__
+from importer.endpoints import (
+    ACTIVITIES_PATH,
+    ACTIVITY_SETTING_PATH,
+    ACTIVITY_TYPES_PATH,
+    BULK_ADD_PATH,
+    WHO_AM_I_PATH,
+)
 from importer.errors import ApiUnusableError, AuthError, UsageError
 from importer.records import ActivityBody
 from importer.throttle import RateLimiter, Sleep, backoff_delay
 
 log = logging.getLogger(__name__)
 
-BULK_ADD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"
-WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
@@ -67,12 +72,9 @@ class Credentials:
 
 def base_url(host: str) -> str:
     """'api-in21.leadsquared.com' -> https://...; a URL is kept; plain http only on loopback."""
-    text = host.strip()
-    if not text:
+    if not host.strip():
         raise UsageError("no host given: use --host (e.g. api-in21.leadsquared.com) or LSQ_HOST")
-    if "://" not in text:
-        text = f"https://{text}"
-    parts = urlsplit(text)
+    parts = _split_host(host)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise UsageError(f"--host '{host}' is not a host name or an http(s) URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -81,6 +83,18 @@ def base_url(host: str) -> str:
             "the API keys would travel in clear text. Use https://"
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def host_of(url_or_host: str) -> str:
+    """'https://api-in21.leadsquared.com/v2/' and 'api-in21.leadsquared.com' -> 'api-in21.leadsquared.com'."""
+    parts = _split_host(url_or_host)
+    return (parts.netloc or url_or_host.strip()).lower()
+
+
+def _split_host(url_or_host: str) -> SplitResult:
+    """The one reading of a host as the user or LeadSquared writes it: a bare host means https."""
+    text = url_or_host.strip()
+    return urlsplit(text if "://" in text else f"https://{text}")
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -222,8 +236,18 @@ def _snippet(body: str, limit: int = 200) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+class ReadOptions(TypedDict):
+    """How a read-only call is paced and repeated."""
+
+    limiter: RateLimiter | None
+    attempts: int
+
+
 class LsqClient:
-    """Talks to one LeadSquared host with one pooled session."""
+    """Talks to one LeadSquared host with one pooled session; one method per endpoint the project uses.
+
+    The paths are in `importer.endpoints`; `read` is the shared machinery of the read-only calls.
+    """
 
     def __init__(
         self,
@@ -285,6 +309,36 @@ class LsqClient:
         if not isinstance(data, dict):
             raise ApiUnusableError(f"{self.base_url}: UserByAccessKey.Get did not answer with an object")
         return data
+
+    def activity_types(self, *, limiter: RateLimiter | None = None, attempts: int = 4) -> Any:
+        """GET ActivityTypes.Get: the account's activity types, as LeadSquared answers them."""
+        return self.read("GET", ACTIVITY_TYPES_PATH, limiter=limiter, attempts=attempts)
+
+    def activity_setting(self, code: int, *, limiter: RateLimiter | None = None, attempts: int = 4) -> Any:
+        """GET GetActivitySetting: one activity type's custom fields, as LeadSquared answers them."""
+        return self.read(
+            "GET", ACTIVITY_SETTING_PATH, params={"code": code}, limiter=limiter, attempts=attempts
+        )
+
+    def activities_of_opportunity(
+        self,
+        opportunity_id: str,
+        event: int,
+        *,
+        page: int,
+        page_size: int,
+        limiter: RateLimiter | None = None,
+        attempts: int = 4,
+    ) -> Any:
+        """POST GetActivitiesOfOpportunity: one page (1-based) of the opportunity's activities of `event`."""
+        return self.read(
+            "POST",
+            ACTIVITIES_PATH,
+            params={"opportunityId": opportunity_id, "activityEventCode": event},
+            body={"Paging": {"PageIndex": page, "PageSize": page_size}},
+            limiter=limiter,
+            attempts=attempts,
+        )
 
     def read(
         self,

@@ -15,8 +15,8 @@ from datetime import datetime
 
 import yaml
 
+from importer.account import ActivityMeta, FieldMeta
 from importer.mapping import Mapping
-from importer.metadata import ActivityMeta, FieldMeta
 from importer.records import Sheet
 
 CHOOSE = "CHOOSE A COLUMN"  # what a target gets when no header looks like it: validate names the real ones

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
-from tqdm import tqdm
 
+from importer.account import MetadataSettings, open_account
+from importer.account_checks import check_mapping, check_rows, mapped_event
 from importer.atomic import write_json_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
+from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
 from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
 from importer.loader import load_sheet
 from importer.mapping import Mapping, check_columns, load_mapping
-from importer.metadata import MetadataSettings, check_online, preflight
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
@@ -48,25 +47,31 @@ class ImportConfig:
     rate_limit: RateLimit = field(default_factory=lambda: RateLimit(25, 5.0))
     errors_path: Path | None = None  # default: <input stem>.errors.xlsx beside the input
     summary_json: Path | None = None
-    progress: bool = False
+    progress: bool = False  # unused by the library; the CLI draws a bar from `on_progress` events
     timeout: tuple[float, float] = (10.0, 60.0)
     ca_bundle: str | None = None
     max_attempts: int = 8
     session: requests.Session | None = field(default=None, repr=False)
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
-    online: bool = False  # validate_file: also check against the account (importer.metadata)
+    online: bool = False  # validate_file: also check against the account (preflight)
     concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
     journal_path: Path | None = (
         None  # default: one per input, mapping and host (journal.default_journal_path)
     )
     use_journal: bool = True  # False: no journal, so no skipping of rows posted before
     resend: bool = False  # send rows again even if the journal says they were posted
+    on_progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
+    cancel: CancelToken | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
         self.mapping_path = Path(self.mapping_path)
         if not 1 <= self.batch_size <= MAX_BATCH:
-            raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+            raise UsageError(f"batch_size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
+        if self.concurrency < 1:
+            raise UsageError(f"concurrency must be 1 or more, got {self.concurrency}")
+        if self.max_attempts < 1:
+            raise UsageError(f"max_attempts must be 1 or more, got {self.max_attempts}")
 
     @property
     def error_report_path(self) -> Path:
@@ -137,14 +142,17 @@ class Prepared:
     batches: list[Batch]
 
 
-def prepare(config: ImportConfig) -> Prepared:
+def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
     """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing."""
+    events = events or _Events(config)
+    events.emit(Phase.READING)
     mapping = load_mapping(config.mapping_path)
     sheet = load_sheet(config.input_path, config.sheet)
     for note in sheet.notes:
         log.warning("%s: %s", config.input_path, note)
     if not len(sheet):  # a quiet day's export: nothing to do, which is not an error
         log.warning("%s: no data rows under the header: nothing to import", config.input_path)
+    events.emit(Phase.VALIDATING, rows_total=len(sheet))
     check_columns(mapping, sheet.headers, config.mapping_path)
     validated = validate_sheet(sheet, mapping, config.mapping_path)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
@@ -153,65 +161,64 @@ def prepare(config: ImportConfig) -> Prepared:
 def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
-    prepared = prepare(config)
+    events = _Events(config)
+    prepared = prepare(config, events)
     if config.online:
+        events.emit(Phase.CHECKING)
         prepared = check_online(config, prepared)
     result = ImportResult(rows_total=len(prepared.sheet), calls=len(prepared.batches))
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
+    events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)
     _finish(config, prepared.sheet, result, started)
+    events.finished(result)
     return result
 
 
 def run_import(config: ImportConfig) -> ImportResult:
-    """Validate, plan, send under the rate limit, and report every row that did not arrive."""
+    """Validate, plan, send under the rate limit, and report every row that did not arrive.
+
+    Progress goes to `config.on_progress` as `Progress` events; `config.cancel` stops the run
+    (see `CancelToken`). A cancelled run still writes its workbook and summary, and its result
+    has `interrupted=True`.
+    """
     started = time.monotonic()
-    prepared = prepare(config)
-    if config.credentials is None:
-        raise UsageError("no API keys: set LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
-    if not config.host:
-        raise UsageError("no host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST")
+    events = _Events(config)
+    token = config.cancel or CancelToken()
+    prepared = prepare(config, events)
+    client = _client_of(config)  # raises before anything else when the host or the keys are missing
     check_writable(config.error_report_path)
     if config.summary_json is not None:
         check_writable(config.summary_json)
-    client = LsqClient(
-        config.host,
-        config.credentials,
-        session=config.session,
-        timeout=config.timeout,
-        ca_bundle=config.ca_bundle,
-    )
     limiter = RateLimiter(config.rate_limit)
     journal = _open_journal(config, client.base_url) if config.use_journal else None
-    ctrl_c = _CtrlC()
-    with ctrl_c_calls(ctrl_c):
+    stopper = _Stopper(token)
+    remove_callback = token.add_callback(stopper)
+    try:
         try:
             try:
-                prepared = preflight(
-                    config, prepared, client, limiter
-                )  # keys, host, mapping, rows vs the account
-                rows = prepared.validated.rows
-                fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
-                keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
-                resumed = (
-                    Resume(to_send=list(rows))
-                    if fresh
-                    else resume(journal, rows, keys, client, limiter, resend=config.resend)
+                prepared, keys, resumed = _before_sending(
+                    config, prepared, client=client, limiter=limiter, journal=journal, events=events
                 )
             except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
                 result = _stopped_before_sending(prepared, str(exc))
+                result.interrupted = token.cancelled
+                events.emit(Phase.REPORTING, **_counts(result))
                 _finish(config, prepared.sheet, result, started)
+                events.finished(result)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
             report = _send(
                 config,
-                prepared.mapping,
+                prepared,
+                resumed,
                 batches,
                 client=client,
                 limiter=limiter,
                 journal=journal,
                 keys=keys,
-                ctrl_c=ctrl_c,
+                stopper=stopper,
+                events=events,
             )
         finally:
             if journal is not None:
@@ -219,32 +226,114 @@ def run_import(config: ImportConfig) -> ImportResult:
             if config.session is None:
                 client.close()
         result = _result_of(prepared, report, resumed)
-        result.interrupted = result.interrupted or ctrl_c.seen
-        _finish(config, prepared.sheet, result, started, sent=True)  # a Ctrl-C now waits for the report
+        result.interrupted = result.interrupted or token.cancelled
+        events.emit(Phase.REPORTING, **_counts(result))
+        _finish(config, prepared.sheet, result, started, sent=True)
+    finally:
+        remove_callback()
+    events.finished(result)
     return result
 
 
-class _CtrlC:
-    """Ctrl-C during a run: remembered, and passed to the sender while it sends.
+def _before_sending(
+    config: ImportConfig,
+    prepared: Prepared,
+    *,
+    client: LsqClient,
+    limiter: RateLimiter,
+    journal: Journal | None,
+    events: _Events,
+) -> tuple[Prepared, dict[int, RowKey] | KeysOnDemand, Resume]:
+    """The checks against the account, then the journal's word on rows of earlier runs."""
+    events.emit(Phase.CHECKING, message=f"Checking keys on {client.base_url}")
+    prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping, rows
+    rows = prepared.validated.rows
+    if journal is None:
+        return prepared, {}, Resume(to_send=list(rows))
+    if journal.is_empty():  # nothing to skip: keys only as rows are sent
+        return prepared, KeysOnDemand(rows), Resume(to_send=list(rows))
+    events.emit(Phase.RECONCILING, rows_failed=len(prepared.validated.failed_rows))
+    keys = assign_keys(rows)
+    return prepared, keys, resume(journal, rows, keys, client, limiter, resend=config.resend)
 
-    Before sending, a first Ctrl-C means "send nothing" and a second one stops at once; while
-    sending, the sender stops starting calls (a second Ctrl-C: stops waiting for answers); while
-    the report is written, it is finished first.
+
+class _Events:
+    """The run's progress events, sent to `config.on_progress` one at a time under a lock."""
+
+    def __init__(self, config: ImportConfig) -> None:
+        self._callback = config.on_progress
+        self._lock = threading.Lock()
+        self._last = Progress(Phase.READING, input_path=config.input_path)
+
+    def emit(self, phase: Phase, *, message: str | None = None, **counts: int | float | None) -> None:
+        """Send an event; counts not given keep their last value."""
+        if self._callback is None:
+            return
+        with self._lock:
+            self._last = replace(self._last, phase=phase, message=message, **counts)  # type: ignore[arg-type]
+            try:
+                self._callback(self._last)
+            except Exception:  # a presenter's bug must not stop an import
+                log.exception("the progress callback raised; the run goes on")
+
+    def finished(self, result: ImportResult) -> None:
+        self.emit(Phase.FINISHED, seconds_left=0.0, **_counts(result))
+
+
+def _counts(result: ImportResult) -> dict[str, int | float | None]:
+    return {
+        "rows_total": result.rows_total,
+        "rows_posted": result.rows_posted,
+        "rows_failed": result.rows_failed,
+        "rows_skipped": result.rows_skipped,
+        "rows_unknown": result.rows_unknown,
+        "rows_not_sent": result.rows_not_sent,
+    }
+
+
+class _Stopper:
+    """Passes each cancel to the sender while it sends; before that, the run sends nothing.
+
+    A first cancel before sending means "send nothing": the checks finish and every valid row
+    is reported as not sent. While sending, the sender stops starting calls; a second cancel
+    stops waiting for answers. While the report is written, it is finished first.
     """
 
-    def __init__(self) -> None:
-        self.seen = False
+    def __init__(self, token: CancelToken) -> None:
+        self.token = token
         self.sender: Sender | None = None
+        self.delivered = False
 
     def __call__(self) -> None:
-        if self.sender is not None:
-            self.seen = True
-            self.sender.interrupt()
-        elif self.seen:
-            raise KeyboardInterrupt
-        else:
-            self.seen = True
-            log.warning("Ctrl-C: stopping before any row is sent (Ctrl-C again to stop at once)")
+        sender = self.sender
+        if sender is not None:
+            self.delivered = True
+            sender.interrupt()
+        elif not self.token.urgent:
+            log.warning("cancelled: no row will be sent (the checks finish, then the report is written)")
+
+    def attach(self, sender: Sender) -> None:
+        self.sender = sender
+        if self.token.cancelled and not self.delivered:  # cancelled before the first call: send nothing
+            self.delivered = True
+            sender.interrupt()
+
+    def detach(self) -> None:
+        self.sender = None
+
+
+def _client_of(config: ImportConfig) -> LsqClient:
+    if config.credentials is None:
+        raise UsageError("credentials is not set: give the account's API keys (access key and secret key)")
+    if not config.host:
+        raise UsageError("host is not set: give the account's API host (e.g. api-in21.leadsquared.com)")
+    return LsqClient(
+        config.host,
+        config.credentials,
+        session=config.session,
+        timeout=config.timeout,
+        ca_bundle=config.ca_bundle,
+    )
 
 
 def _open_journal(config: ImportConfig, base_url: str) -> Journal:
@@ -258,69 +347,100 @@ def _open_journal(config: ImportConfig, base_url: str) -> Journal:
 
 def _send(
     config: ImportConfig,
-    mapping: Mapping,
+    prepared: Prepared,
+    resumed: Resume,
     batches: list[Batch],
     *,
     client: LsqClient,
     limiter: RateLimiter,
     journal: Journal | None,
     keys: dict[int, RowKey] | KeysOnDemand,
-    ctrl_c: _CtrlC,
+    stopper: _Stopper,
+    events: _Events,
 ) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
     # calls go out at once, and the limit, not the network, sets the pace after that.
     seconds_per_call = limiter.window / limiter.limit.calls
-    with tqdm(
-        total=len(batches),
-        unit="call",
-        disable=not config.progress,
-        leave=False,
-        postfix=tqdm.format_interval(len(batches) * seconds_per_call),
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
-    ) as bar:
+    planned = len(batches)
+    before = {
+        "rows_total": len(prepared.sheet),
+        "rows_failed": len(prepared.validated.failed_rows),
+        "rows_skipped": resumed.skipped,
+        "rows_unknown": len(resumed.errors),
+    }
+    done = 0
+    sender: Sender
 
-        def on_batch_done(_batch: Batch) -> None:
-            bar.set_postfix_str(
-                tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call), refresh=False
-            )
-            bar.update()
-
-        sender = Sender(
-            client,
-            limiter,
-            concurrency=config.concurrency,
-            max_attempts=config.max_attempts,
-            column_of=_column_finder(mapping),
-            journal=journal,
-            keys=keys,
-            on_batch_done=on_batch_done,
+    def on_batch_done(_batch: Batch) -> None:
+        nonlocal done
+        done += 1
+        report = sender._report  # counts so far: the sender has no public tally yet
+        events.emit(
+            Phase.SETTLING if stopper.token.cancelled else Phase.SENDING,
+            calls_done=done,
+            calls_planned=planned,
+            seconds_left=(planned - done) * seconds_per_call,
+            rows_posted=len(report.posted),
+            rows_failed=before["rows_failed"] + report.count(Stage.API),
+            rows_unknown=before["rows_unknown"] + report.count(Stage.UNKNOWN),
+            **{k: v for k, v in before.items() if k not in ("rows_failed", "rows_unknown")},
         )
-        ctrl_c.sender = sender
-        if ctrl_c.seen:  # Ctrl-C came before the first call: send nothing, report every row as not sent
-            sender.interrupt()
-        try:
-            return sender.send(batches)
-        finally:
-            ctrl_c.sender = None
 
-
-@contextlib.contextmanager
-def ctrl_c_calls(callback: Callable[[], None]) -> Iterator[None]:
-    """While rows are sent and reported, Ctrl-C calls `callback` instead of raising anywhere.
-
-    A KeyboardInterrupt can land between any two bytecodes, say while the sender starts its
-    threads or while the workbook is written, and lose the record of calls already made. Only
-    the main thread can set a signal handler; elsewhere the sender's own catch remains.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda signum, frame: callback())
+    sender = Sender(
+        client,
+        limiter,
+        concurrency=config.concurrency,
+        max_attempts=config.max_attempts,
+        column_of=_column_finder(prepared.mapping),
+        journal=journal,
+        keys=keys,
+        on_batch_done=on_batch_done,
+    )
+    events.emit(
+        Phase.SENDING, calls_done=0, calls_planned=planned, seconds_left=planned * seconds_per_call, **before
+    )
+    stopper.attach(sender)
     try:
-        yield
+        return sender.send(batches)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        stopper.detach()
+
+
+# --- The online step: keys, host, mapping and rows against the account -----------------------
+
+
+def preflight(config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter) -> Prepared:
+    """Check keys, host, mapping and rows against the account; returns the rows that may be sent.
+
+    Raises AuthError/ApiUnusableError (exit 3) or MappingError (exit 2) before anything is sent.
+    """
+    account = open_account(client, config.metadata, limiter=limiter, attempts=config.max_attempts)
+    mapping, path = prepared.mapping, config.mapping_path
+    event = mapped_event(mapping, account, path)
+    types = account.activity_types()
+    codes = {event} if event is not None else {row.body["ActivityEvent"] for row in prepared.validated.rows}
+    activities = {code: account.activity(code) for code in sorted(codes) if code in types}
+    for warning in check_mapping(mapping, activities.values(), path):
+        log.warning("%s: %s", path, warning)
+    validated = check_rows(
+        prepared.validated,
+        mapping,
+        activities,
+        path,
+        known_types=types,
+        event_code=event if mapping.activity_event.name is not None else None,
+    )
+    return replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
+
+
+def check_online(config: ImportConfig, prepared: Prepared) -> Prepared:
+    """`validate --online`: the checks of `preflight` with a client of its own; sends no activity."""
+    client = _client_of(config)
+    try:
+        return preflight(config, prepared, client, RateLimiter(config.rate_limit))
+    finally:
+        if config.session is None:
+            client.close()
 
 
 def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:

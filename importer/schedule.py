@@ -43,4 +43,4 @@ def move_to_archive(path: Path, target: Path) -> Path:
 
 def check_archive_dir(archive_dir: Path) -> None:
     if archive_dir.exists() and not archive_dir.is_dir():
-        raise UsageError(f"--archive {archive_dir}: is a file, not a folder")
+        raise UsageError(f"archive_dir {archive_dir}: is a file, not a folder")

@@ -54,7 +54,7 @@ _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 _WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
-# The ActivityEvent of rows whose mapping names the event: importer.metadata resolves it online.
+# The ActivityEvent of rows whose mapping names the event: importer.runner.preflight resolves it online.
 UNRESOLVED_EVENT = 0
 
 

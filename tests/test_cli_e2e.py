@@ -244,14 +244,14 @@ def test_run_xlsx_with_real_date_cells(tmp_path, sandbox, env):
 
 
 def test_run_sample_xlsx_and_csv_give_the_same_outcome(tmp_path, sandbox, env):
-    mapping = REPO / "mappings" / "example.yaml"
+    mapping = REPO / "importer" / "mappings" / "example.yaml"
     outcomes = []
     for name in ("activities.csv", "activities.xlsx"):
         sandbox.reset()
         errors = tmp_path / f"{name}.errors.xlsx"
         result = run_cli(
             "run",
-            REPO / "sample_data" / name,
+            REPO / "importer" / "sample_data" / name,
             "--mapping",
             mapping,
             "--rate-limit",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.metadata import ACTIVITY_SETTING_PATH, ACTIVITY_TYPES_PATH
+from importer.endpoints import ACTIVITY_SETTING_PATH, ACTIVITY_TYPES_PATH
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Account, Sandbox
 from tests.conftest import FAST_LIMIT, REPO, run_cli
 from tests.helpers import error_rows, write_csv
@@ -330,7 +330,7 @@ def test_validate_offline_stays_offline_even_with_a_named_event(tmp_path, sandbo
 
 @pytest.mark.parametrize("name", ["activities.csv", "activities.xlsx"])
 def test_init_mapping_online_on_the_sample_imports_it_with_no_mapping_error(tmp_path, sandbox, env, name):
-    sample = REPO / "sample_data" / name
+    sample = REPO / "importer" / "sample_data" / name
     result = run_cli("init-mapping", sample, "--activity-event", "201", "--online", env=env)
     assert result.code == 0, result.output
     mapping = tmp_path / "visits.yaml"
@@ -378,7 +378,7 @@ def test_init_mapping_online_on_the_sample_imports_it_with_no_mapping_error(tmp_
 
 
 def test_init_mapping_offline_loads_and_validates_as_it_is(tmp_path, sandbox, env):
-    sample = REPO / "sample_data" / "activities.csv"
+    sample = REPO / "importer" / "sample_data" / "activities.csv"
     result = run_cli("init-mapping", sample, "--activity-event", "Document Collected", env={})
     assert result.code == 0, result.output
     assert 'activity_event: {name: "Document Collected"}' in result.out
@@ -392,7 +392,7 @@ def test_init_mapping_offline_loads_and_validates_as_it_is(tmp_path, sandbox, en
 
 
 def test_init_mapping_unknown_event_name_online_is_a_usage_error(sandbox, env):
-    sample = REPO / "sample_data" / "activities.csv"
+    sample = REPO / "importer" / "sample_data" / "activities.csv"
     result = run_cli("init-mapping", sample, "--activity-event", "Site Visits", "--online", env=env)
     assert result.code == 2, result.output
     assert "did you mean 'Site Visit'?" in result.err

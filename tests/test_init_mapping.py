@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from importer.account import ActivityMeta, FieldMeta
 from importer.init_mapping import CHOOSE, guess_column, guess_format, match_fields, starter_mapping
 from importer.loader import load_sheet
 from importer.mapping import check_columns, load_mapping
-from importer.metadata import ActivityMeta, FieldMeta
 from importer.validate import validate_sheet
 from tests.conftest import REPO
 from tests.helpers import make_sheet, write_yaml
@@ -88,7 +88,7 @@ def test_guess_format(values, with_time, fmt, note):
 
 
 def test_starter_offline_on_the_sample_loads_and_validates(tmp_path):
-    sheet = load_sheet(REPO / "sample_data" / "activities.csv")
+    sheet = load_sheet(REPO / "importer" / "sample_data" / "activities.csv")
     starter = starter_mapping(sheet, 201)
     path = write_yaml(tmp_path, starter.text)
     mapping = load_mapping(path)

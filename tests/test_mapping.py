@@ -18,7 +18,7 @@ owner_email: {column: "Owner Email"}
 
 
 def test_mapping_example_loads_with_every_key():
-    mapping = load_mapping(REPO / "mappings" / "example.yaml")
+    mapping = load_mapping(REPO / "importer" / "mappings" / "example.yaml")
     assert mapping.activity_event.value == 201
     assert mapping.activity_datetime.timezone == "Asia/Kolkata"
     assert mapping.fields["mx_Custom_2"].type == "number"

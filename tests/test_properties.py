@@ -19,9 +19,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from importer.account import ActivityMeta, parse_activity_setting
+from importer.account_checks import check_rows
 from importer.client import Credentials, LsqClient, Outcome
 from importer.mapping import Mapping
-from importer.metadata import ActivityMeta, check_rows, parse_activity_setting
 from importer.planner import plan_batches
 from importer.sandbox import ACTIVITY_SETTING_PATH, DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Sandbox
 from importer.validate import validate_sheet

@@ -1,10 +1,9 @@
-"""Know the account before sending: whose keys, which region, and what its activity types accept.
+"""The LeadSquared account behind a pair of keys: whose keys, which host, what its activity types accept.
 
-`preflight` is the online step of a run, between validation and the first activity sent: it checks
-the keys and the host (UserByAccessKey.Get, one call), reads the activity types in use and their
-fields (ActivityTypes.Get and GetActivitySetting, kept on disk per host and account for a while),
-checks the mapping against those fields, and checks every valid row against them, so a wrong
-schema name or dropdown value is found before minutes of rate-limited calls, not after.
+`open_account` checks the keys and the host (UserByAccessKey.Get, one call) and returns the
+account's metadata: the activity types in use and their fields (ActivityTypes.Get and
+GetActivitySetting), kept on disk per host and account for a while. `importer.account_checks`
+checks a mapping and rows against it; the run's online step is `importer.runner.preflight`.
 """
 
 from __future__ import annotations
@@ -15,34 +14,23 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 from importer.atomic import write_json_atomically
-from importer.client import LsqClient, ReadError
-from importer.errors import ApiUnusableError, AuthError, MappingError, OutputError, UsageError
-from importer.mapping import FieldType, Mapping
-from importer.planner import plan_batches
-from importer.records import ActivityBody, RowError, Stage
-from importer.throttle import RateLimiter
-from importer.validate import Converter, Validated, converter_for
-
-if TYPE_CHECKING:
-    from importer.runner import ImportConfig, Prepared
+from importer.client import Credentials, LsqClient, ReadError, ReadOptions, host_of
+from importer.errors import ApiUnusableError, AuthError, OutputError
+from importer.throttle import RateLimit, RateLimiter
 
 log = logging.getLogger(__name__)
 
-ACTIVITY_TYPES_PATH = "/v2/ProspectActivity.svc/ActivityTypes.Get"
-ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
 CACHE_DIR_ENV = "LSQ_IMPORT_CACHE_DIR"
 # A nightly job finds yesterday's copy expired and fetches once a day; runs within hours share it.
 DEFAULT_TTL_HOURS = 12.0
-MULTI_SELECT_SEPARATOR = ";"  # CONTRACT.md: assumed
 _CACHE_VERSION = 1
-_MAX_LISTED = 30  # options or types listed in one message
+MAX_LISTED = 30  # options or types listed in one message
 _HOST_IN_TEXT = re.compile(r"\b(?:[a-z0-9-]+\.)+leadsquared\.com\b", re.IGNORECASE)
 
 Kind = Literal["text", "number", "date", "datetime", "boolean", "dropdown", "multiselect"]
@@ -94,13 +82,6 @@ class Identity:
         urls = data.get("LSQCommonServiceURLs")
         api = urls.get("api") if isinstance(urls, dict) else None
         return cls(user, org, host_of(api) if isinstance(api, str) and api.strip() else None)
-
-
-def host_of(url_or_host: str) -> str:
-    """'https://api-in21.leadsquared.com/v2/' and 'api-in21.leadsquared.com' -> 'api-in21.leadsquared.com'."""
-    text = url_or_host.strip()
-    parts = urlsplit(text if "://" in text else f"https://{text}")
-    return (parts.netloc or text).lower()
 
 
 def check_keys(client: LsqClient, limiter: RateLimiter | None = None, attempts: int = 4) -> Identity:
@@ -246,8 +227,8 @@ def parse_activity_types(data: object) -> dict[int, str]:
 
 def describe_types(types: dict[int, str]) -> str:
     listed = [f"{code} {name}" for code, name in sorted(types.items())]
-    more = f", ... ({len(listed)} in all)" if len(listed) > _MAX_LISTED else ""
-    return ", ".join(listed[:_MAX_LISTED]) + more if listed else "none"
+    more = f", ... ({len(listed)} in all)" if len(listed) > MAX_LISTED else ""
+    return ", ".join(listed[:MAX_LISTED]) + more if listed else "none"
 
 
 def find_type(name: str, types: dict[int, str]) -> int:
@@ -340,14 +321,16 @@ class AccountMetadata:
         self.identity = identity
         path = cache_path(settings.cache_dir, client.base_url, identity.org) if settings.cache_dir else None
         self.cache = MetadataCache(path, settings.ttl_hours, clock=clock)
-        self._client, self._limiter, self._attempts = client, limiter, attempts
+        self._client = client
+        self._read: ReadOptions = {"limiter": limiter, "attempts": attempts}
         self._refresh = settings.refresh
         self._types: dict[int, str] | None = None
         self._activities: dict[int, ActivityMeta] = {}
 
     def activity_types(self) -> dict[int, str]:
         if self._types is None:
-            self._types = parse_activity_types(self._fetch("activity-types", ACTIVITY_TYPES_PATH, None))
+            data = self._fetch("activity-types", lambda: self._client.activity_types(**self._read))
+            self._types = parse_activity_types(data)
         return self._types
 
     def code_of(self, event: int | str) -> int:
@@ -363,15 +346,17 @@ class AccountMetadata:
 
     def activity(self, code: int) -> ActivityMeta:
         if code not in self._activities:
-            data = self._fetch(f"activity-setting/{code}", ACTIVITY_SETTING_PATH, {"code": code})
+            data = self._fetch(
+                f"activity-setting/{code}", lambda: self._client.activity_setting(code, **self._read)
+            )
             self._activities[code] = parse_activity_setting(code, data)
         return self._activities[code]
 
-    def _fetch(self, key: str, path: str, params: dict[str, object] | None) -> Any:
+    def _fetch(self, key: str, fetch: Callable[[], Any]) -> Any:
         cached = None if self._refresh else self.cache.get(key)
         if cached is not None:
             return cached
-        data = self._client.read("GET", path, params=params, limiter=self._limiter, attempts=self._attempts)
+        data = fetch()
         self.cache.put(key, data)
         return data
 
@@ -387,248 +372,50 @@ def open_account(
     return AccountMetadata(client, identity, settings, limiter=limiter, attempts=attempts)
 
 
-# --- The mapping against the account ---------------------------------------------------------
+# --- For the commands that only read: `check` and `init-mapping --online` ---------------------
 
 
-def mapped_event(mapping: Mapping, account: AccountMetadata, mapping_path: object) -> int | None:
-    """The event code of a mapping with one event for all rows (None: it is read from a column)."""
-    source = mapping.activity_event
-    if source.column is not None:
-        return None
-    key, event = ("name", source.name) if source.name is not None else ("value", source.value)
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one account: host, keys, and how calls are paced, timed and repeated."""
+
+    host: str
+    credentials: Credentials = field(repr=False)
+    rate_limit: RateLimit = field(default_factory=lambda: RateLimit(25, 5.0))
+    timeout: tuple[float, float] = (10.0, 60.0)
+    ca_bundle: str | None = None
+    max_attempts: int = 8
+
+    def open_client(self) -> LsqClient:
+        return LsqClient(self.host, self.credentials, timeout=self.timeout, ca_bundle=self.ca_bundle)
+
+
+@dataclass(frozen=True)
+class KeysCheck:
+    """What `check` tells: whose keys, on which host, and the fix if it is the wrong host."""
+
+    identity: Identity
+    base_url: str
+    problem: str | None  # the account's API host is another one
+
+
+def check_connection(connection: Connection) -> KeysCheck:
+    """One UserByAccessKey.Get: whose keys these are and whether this is their account's host."""
+    client = connection.open_client()
     try:
-        return account.code_of(event)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise MappingError(mapping_path, f"'activity_event.{key}': {exc}") from None
-
-
-def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_path: object) -> list[str]:
-    """Raise MappingError for fields the activity types lack or mandatory fields left out; return warnings."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    for activity in activities:
-        for schema_name, source in mapping.fields.items():
-            meta = activity.fields.get(schema_name)
-            if meta is None:
-                problems.append(
-                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}; "
-                    f"its fields are {activity.field_list()}"
-                )
-            elif "type" in source.model_fields_set and not _type_fits(source.type, meta.kind):
-                warnings.append(
-                    f"'fields.{schema_name}' is declared type {source.type}, but {meta.label} is a "
-                    f"{meta.data_type} field of {activity.label}: its values are checked as {meta.kind}"
-                )
-        missing = [
-            meta.label
-            for meta in activity.fields.values()
-            if meta.mandatory and meta.schema_name not in mapping.fields
-        ]
-        if missing:
-            problems.append(
-                f"'fields': {activity.label} requires {', '.join(missing)}, which the mapping leaves out"
-            )
-    if problems:
-        raise MappingError(mapping_path, "; ".join(problems))
-    return warnings
-
-
-def _type_fits(declared: FieldType, kind: Kind) -> bool:
-    return declared == kind or (declared == "text" and kind in {"dropdown", "multiselect"})
-
-
-# --- Rows against the account ----------------------------------------------------------------
-
-
-def check_rows(
-    validated: Validated,
-    mapping: Mapping,
-    activities: dict[int, ActivityMeta],
-    mapping_path: object,
-    *,
-    known_types: dict[int, str] | None = None,
-    event_code: int | None = None,
-) -> Validated:
-    """Check valid rows against their activity type's fields; failures become `validation` row errors.
-
-    Bodies are corrected in place: a number or date in the wire format, a dropdown value in the
-    option's exact spelling, `event_code` for a mapping that names its event. Each field's distinct
-    values are checked once, so a large sheet costs about a dictionary lookup per cell.
-    """
-    checkers = {
-        code: _ActivityChecker(activity, mapping, mapping_path) for code, activity in activities.items()
-    }
-    event_column = mapping.column_for("activity_event")
-    result = Validated(errors=list(validated.errors))
-    for row in validated.rows:
-        body = row.body
-        if event_code is not None:
-            body["ActivityEvent"] = event_code
-        checker = checkers.get(body["ActivityEvent"])
-        if checker is None:
-            message = (
-                f"activity event {body['ActivityEvent']} is not an activity type of this account; "
-                f"its types: {describe_types(known_types or {})}"
-            )
-            result.errors.append(RowError(row.source_row, Stage.VALIDATION, message, event_column))
-            continue
-        problems = checker.check(body)
-        if problems:
-            result.errors.extend(
-                RowError(row.source_row, Stage.VALIDATION, text, column) for column, text in problems
-            )
-        else:
-            result.rows.append(row)
-    result.errors.sort(key=lambda error: error.source_row)
-    return result
-
-
-class _ActivityChecker:
-    """The checks of one activity type's fields, with a memo of each field's distinct values."""
-
-    def __init__(self, activity: ActivityMeta, mapping: Mapping, mapping_path: object) -> None:
-        self._mapping_path = mapping_path
-        self._fields: dict[str, tuple[Converter, dict[str, tuple[bool, str]], str | None]] = {}
-        for schema_name in mapping.fields:
-            meta = activity.fields.get(schema_name)
-            check = _value_check(meta, mapping.skip_dropdown_validation) if meta else None
-            if check is not None:
-                self._fields[schema_name] = (check, {}, mapping.column_for(f"fields.{schema_name}"))
-        self._mandatory = [
-            (
-                meta.schema_name,
-                mapping.column_for(f"fields.{meta.schema_name}"),
-                f"is empty, but {meta.label} is mandatory for {activity.label}",
-            )
-            for meta in activity.fields.values()
-            if meta.mandatory
-        ]
-
-    def check(self, body: ActivityBody) -> list[tuple[str | None, str]]:
-        """(column, message) of each problem; fixes the values that pass."""
-        problems: list[tuple[str | None, str]] = []
-        fields = body.get("Fields", [])
-        for position, item in enumerate(fields):
-            entry = self._fields.get(item["SchemaName"])
-            if entry is None:
-                continue
-            check, memo, column = entry
-            value = item["Value"]
-            hit = memo.get(value)
-            if hit is None:
-                hit = memo[value] = self._run(check, value, item["SchemaName"], column)
-            if hit[0]:
-                if hit[1] != value:  # a new entry: validate shares one entry among the rows of a value
-                    fields[position] = {"SchemaName": item["SchemaName"], "Value": hit[1]}
-            else:
-                problems.append((column, hit[1]))
-        for schema_name, column, message in self._mandatory:
-            if not any(item["SchemaName"] == schema_name for item in fields):
-                problems.append((column, message))
-        return problems
-
-    def _run(self, check: Converter, value: str, schema_name: str, column: str | None) -> tuple[bool, str]:
-        try:
-            return True, check(value) or ""
-        except ValueError as exc:
-            if column is None:  # a constant of the mapping: every row would fail the same way
-                raise MappingError(self._mapping_path, f"'fields.{schema_name}.value': {exc}") from None
-            return False, str(exc)
-
-
-def _value_check(meta: FieldMeta, skip_options: bool) -> Converter | None:
-    """A wire value to its checked, normalised form (ValueError if the field cannot take it)."""
-    kind = meta.kind
-    if kind in {"dropdown", "multiselect"}:
-        if skip_options or not meta.options:
-            return None
-        return _options_check(meta, multi=kind == "multiselect")
-    if kind == "text":
-        return None
-    convert = converter_for(kind)  # type: ignore[arg-type]
-
-    def check(value: str) -> str | None:
-        try:
-            return convert(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc} ({meta.label} is a {meta.data_type} field)") from None
-
-    return check
-
-
-def _options_check(meta: FieldMeta, *, multi: bool) -> Converter:
-    exact = {_fold_option(option): option for option in meta.options}
-    listed = ", ".join(meta.options[:_MAX_LISTED])
-    if len(meta.options) > _MAX_LISTED:
-        listed += f", ... ({len(meta.options)} in all)"
-
-    def check(value: str) -> str:
-        if not multi:
-            option = exact.get(_fold_option(value))
-            if option is None:
-                raise ValueError(f"'{value}' is not an option of {meta.label}: {listed}")
-            return option
-        parts = [part.strip() for part in value.split(MULTI_SELECT_SEPARATOR) if part.strip()]
-        wrong = [part for part in parts if _fold_option(part) not in exact]
-        if wrong or not parts:
-            shown = ", ".join(f"'{part}'" for part in wrong) if wrong else f"'{value}'"
-            raise ValueError(
-                f"{shown} {'is' if len(wrong) <= 1 else 'are'} not among the options of {meta.label} "
-                f"(separate several with '{MULTI_SELECT_SEPARATOR}'): {listed}"
-            )
-        return MULTI_SELECT_SEPARATOR.join(exact[_fold_option(part)] for part in parts)
-
-    return check
-
-
-def _fold_option(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-# --- The online step of a run ----------------------------------------------------------------
-
-
-def preflight(config: ImportConfig, prepared: Prepared, client: LsqClient, limiter: RateLimiter) -> Prepared:
-    """Check keys, host, mapping and rows against the account; returns the rows that may be sent.
-
-    Raises AuthError/ApiUnusableError (exit 3) or MappingError (exit 2) before anything is sent.
-    """
-    account = open_account(client, config.metadata, limiter=limiter, attempts=config.max_attempts)
-    mapping, path = prepared.mapping, config.mapping_path
-    event = mapped_event(mapping, account, path)
-    types = account.activity_types()
-    codes = {event} if event is not None else {row.body["ActivityEvent"] for row in prepared.validated.rows}
-    activities = {code: account.activity(code) for code in sorted(codes) if code in types}
-    for warning in check_mapping(mapping, activities.values(), path):
-        log.warning("%s: %s", path, warning)
-    validated = check_rows(
-        prepared.validated,
-        mapping,
-        activities,
-        path,
-        known_types=types,
-        event_code=event if mapping.activity_event.name is not None else None,
-    )
-    return replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
-
-
-def check_online(config: ImportConfig, prepared: Prepared) -> Prepared:
-    """`validate --online`: the checks of `preflight` with a client of its own; sends no activity."""
-    if config.credentials is None:
-        raise UsageError("validate --online needs API keys: set LSQ_ACCESS_KEY and LSQ_SECRET_KEY")
-    if not config.host:
-        raise UsageError(
-            "validate --online needs a host: use --host (e.g. api-in21.leadsquared.com) or set LSQ_HOST"
-        )
-    client = LsqClient(
-        config.host,
-        config.credentials,
-        session=config.session,
-        timeout=config.timeout,
-        ca_bundle=config.ca_bundle,
-    )
-    try:
-        return preflight(config, prepared, client, RateLimiter(config.rate_limit))
+        identity = check_keys(client, RateLimiter(connection.rate_limit), connection.max_attempts)
     finally:
-        if config.session is None:
-            client.close()
+        client.close()
+    return KeysCheck(identity, client.base_url, region_problem(identity, client.base_url))
+
+
+def activity_of(connection: Connection, settings: MetadataSettings, event: int | str) -> ActivityMeta:
+    """The activity type given by code or name, with its fields; ValueError if the account has none."""
+    client = connection.open_client()
+    try:
+        account = open_account(
+            client, settings, limiter=RateLimiter(connection.rate_limit), attempts=connection.max_attempts
+        )
+        return account.activity(account.code_of(event))
+    finally:
+        client.close()

@@ -1,14 +1,14 @@
 """Write the sample spreadsheets `activities.csv` and `activities.xlsx` (the same rows in both).
 
-Run from anywhere:  python sample_data/make_samples.py
+Run from anywhere:  python importer/sample_data/make_samples.py
 
 The output is deterministic (a fixed random seed, no network, no clock), so re-running it
 reproduces the committed files byte for byte (the XLSX gets fixed document and zip
 timestamps). It prints the outcome `lsq-import demo` should report against the sandbox
-account, and the table of deliberate bad rows that sample_data/README.md reproduces.
+account, and the table of deliberate bad rows that importer/sample_data/README.md reproduces.
 
 The rows are "Document Collected" activities (sandbox activity type 201) on opportunities of
-the sandbox account, read with mappings/example.yaml.
+the sandbox account, read with importer/mappings/example.yaml.
 """
 
 from __future__ import annotations
@@ -416,7 +416,7 @@ def write_xlsx(rows: list[Row]) -> None:
     }
     for col, width in widths.items():
         ws.column_dimensions[col].width = width
-    wb.properties.creator = "sample_data/make_samples.py"
+    wb.properties.creator = "sample_data/make_samples.py"  # as when the committed files were made
     wb.properties.created = FILE_TIME
     wb.properties.modified = FILE_TIME
     wb.save(XLSX_PATH)

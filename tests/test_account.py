@@ -1,4 +1,4 @@
-"""The account's metadata: fetching and keeping it, and checking mappings and rows against it."""
+"""The account (importer.account) and the checks of mappings and rows against it (importer.account_checks)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.client import Credentials, LsqClient
-from importer.errors import ApiUnusableError, AuthError, MappingError
-from importer.mapping import Mapping
-from importer.metadata import (
-    ACTIVITY_SETTING_PATH,
-    ACTIVITY_TYPES_PATH,
+from importer.account import (
     AccountMetadata,
     ActivityMeta,
     FieldMeta,
@@ -21,8 +16,6 @@ from importer.metadata import (
     MetadataSettings,
     cache_path,
     check_keys,
-    check_mapping,
-    check_rows,
     data_kind,
     default_cache_dir,
     find_type,
@@ -32,6 +25,11 @@ from importer.metadata import (
     parse_option_set,
     region_problem,
 )
+from importer.account_checks import check_mapping, check_rows
+from importer.client import Credentials, LsqClient
+from importer.endpoints import ACTIVITY_SETTING_PATH, ACTIVITY_TYPES_PATH
+from importer.errors import ApiUnusableError, AuthError, MappingError
+from importer.mapping import Mapping
 from importer.records import Stage
 from importer.sandbox import DEFAULT_OPPORTUNITIES, Account, Sandbox
 from importer.throttle import RateLimit, RateLimiter

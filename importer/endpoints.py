@@ -1,0 +1,12 @@
+"""Every LeadSquared path this project calls, in one place (docs/leadsquared-api.md describes each).
+
+Only `importer.client.LsqClient` builds URLs from these; the sandbox serves the same paths.
+"""
+
+from __future__ import annotations
+
+WHO_AM_I_PATH = "/v2/Authentication.svc/UserByAccessKey.Get"
+ACTIVITY_TYPES_PATH = "/v2/ProspectActivity.svc/ActivityTypes.Get"
+ACTIVITY_SETTING_PATH = "/v2/ProspectActivity.svc/CustomActivity/GetActivitySetting"
+ACTIVITIES_PATH = "/v2/OpportunityManagement.svc/GetActivitiesOfOpportunity"
+BULK_ADD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"

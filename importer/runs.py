@@ -1,0 +1,221 @@
+"""Runs of a pattern of files: each file imported (or validated) in turn, with one combined result.
+
+A nightly job points `run_pattern` at `exports/*.xlsx`: each file gets its own error workbook and
+journal, a fully processed file is moved to the archive folder, a file that cannot be read does
+not stop the others, and an interrupted run or an unusable account stops the rest.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from importer.atomic import write_json_atomically
+from importer.client import base_url
+from importer.errors import ExitStatus, ImporterError, UsageError
+from importer.events import Progress
+from importer.journal import default_journal_path
+from importer.runner import ImportConfig, ImportResult, run_import, validate_file
+from importer.schedule import (
+    ERROR_REPORT_SUFFIX,
+    archive_name,
+    check_archive_dir,
+    expand_inputs,
+    move_to_archive,
+)
+
+__all__ = ["FileDone", "PatternResult", "run_pattern", "severity", "validate_pattern"]
+
+log = logging.getLogger(__name__)
+
+FileDone = Callable[[Path, "ImportResult | ImporterError", dict[str, object]], None]
+"""Told of each file as it is done: its path, its result (or why it could not be used), its summary."""
+
+_SEVERITY = [
+    ExitStatus.OK,
+    ExitStatus.ROWS_FAILED,
+    ExitStatus.INPUT_ERROR,
+    ExitStatus.API_UNUSABLE,
+    ExitStatus.INTERRUPTED,
+]
+
+
+def severity(status: ExitStatus) -> int:
+    """How bad an exit status is, for picking the worst of several files."""
+    return _SEVERITY.index(status)
+
+
+@dataclass
+class PatternResult:
+    """What a run over a pattern did, file by file."""
+
+    pattern: str
+    results: list[tuple[Path, ImportResult]] = field(default_factory=list)
+    errors: list[tuple[Path, ImporterError]] = field(default_factory=list)  # files that could not be used
+    summaries: list[dict[str, object]] = field(default_factory=list)  # one per file, in order
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        """The worst of the files' statuses; OK when the pattern named no file."""
+        statuses = [result.exit_status for _, result in self.results]
+        statuses += [error.exit_status for _, error in self.errors]
+        return max(statuses, key=severity, default=ExitStatus.OK)
+
+    def summary(self) -> dict[str, object]:
+        """The combined summary a pattern run writes as --summary-json."""
+        return {"files": self.summaries, "exit_code": int(self.exit_status)}
+
+
+def run_pattern(
+    config: ImportConfig,
+    pattern: str,
+    *,
+    archive_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    on_file_done: FileDone | None = None,
+) -> PatternResult:
+    """Import every file `pattern` names with `config` (its input_path is replaced per file).
+
+    A plain path is one file, and its errors are raised as they are; with a glob pattern a file
+    that cannot be used is recorded and the next one runs. `config.errors_path`,
+    `config.journal_path` and `config.summary_json` name one file, so with a pattern the first two
+    must be unset and the summary is the combined one. With `archive_dir`, each file whose every
+    row is settled is moved there, its error workbook beside it.
+    """
+    env = dict(os.environ if environ is None else environ)
+    inputs = expand_inputs(pattern)
+    is_pattern = glob.has_magic(pattern)
+    result = PatternResult(pattern)
+    if not inputs:
+        log.warning("no file matches '%s': nothing to do", pattern)
+        return result
+    if len(inputs) > 1 and (config.errors_path or config.journal_path):
+        raise UsageError("errors_path and journal_path name one file; with a pattern each input gets its own")
+    if archive_dir is not None:
+        check_archive_dir(archive_dir)
+    for index, path in enumerate(inputs):
+        file_config = _config_for(
+            config,
+            path,
+            index=index,
+            count=len(inputs),
+            archive_dir=archive_dir,
+            is_pattern=is_pattern,
+            env=env,
+        )
+        archived = file_config.archive_target
+        try:
+            if archived is not None:
+                archived.parent.mkdir(parents=True, exist_ok=True)
+            outcome = run_import(file_config.config)
+        except ImporterError as exc:  # this file is unusable; the others still run
+            if len(inputs) == 1:
+                raise
+            summary: dict[str, object] = {
+                "input": str(path),
+                "error": str(exc),
+                "exit_code": int(exc.exit_status),
+            }
+            result.errors.append((path, exc))
+            result.summaries.append(summary)
+            if on_file_done is not None:
+                on_file_done(path, exc, summary)
+            continue
+        summary = {"input": str(path), **outcome.summary()}
+        if archived is not None and _settled(outcome):
+            summary["archived_to"] = str(move_to_archive(path, archived))
+        result.results.append((path, outcome))
+        result.summaries.append(summary)
+        if on_file_done is not None:
+            on_file_done(path, outcome, summary)
+        if outcome.exit_status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
+            break  # the account or the user said stop: the next file would stop too
+    if is_pattern and config.summary_json is not None:
+        write_json_atomically(config.summary_json, result.summary())
+    return result
+
+
+def validate_pattern(
+    config: ImportConfig, pattern: str, *, on_file_done: FileDone | None = None
+) -> PatternResult:
+    """What `validate` does for every file `pattern` names: read, map, validate, plan; sends nothing."""
+    inputs = expand_inputs(pattern)
+    result = PatternResult(pattern)
+    if len(inputs) > 1 and config.errors_path:
+        raise UsageError("errors_path names one file; with a pattern each input gets its own")
+    for index, path in enumerate(inputs):
+        file_config = replace(config, input_path=path, on_progress=_numbered(config, index, len(inputs)))
+        try:
+            outcome = validate_file(file_config)
+        except ImporterError as exc:
+            if len(inputs) == 1:
+                raise
+            summary: dict[str, object] = {
+                "input": str(path),
+                "error": str(exc),
+                "exit_code": int(exc.exit_status),
+            }
+            result.errors.append((path, exc))
+            result.summaries.append(summary)
+            if on_file_done is not None:
+                on_file_done(path, exc, summary)
+            continue
+        summary = {"input": str(path), **outcome.summary()}
+        result.results.append((path, outcome))
+        result.summaries.append(summary)
+        if on_file_done is not None:
+            on_file_done(path, outcome, summary)
+    return result
+
+
+@dataclass(frozen=True)
+class _FileConfig:
+    config: ImportConfig
+    archive_target: Path | None
+
+
+def _config_for(
+    config: ImportConfig,
+    path: Path,
+    *,
+    index: int,
+    count: int,
+    archive_dir: Path | None,
+    is_pattern: bool,
+    env: dict[str, str],
+) -> _FileConfig:
+    archived = archive_name(path, archive_dir, datetime.now(UTC)) if archive_dir is not None else None
+    errors_path = config.errors_path or (
+        archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None
+    )
+    journal_path = config.journal_path
+    if journal_path is None and config.use_journal and config.host:
+        journal_path = default_journal_path(path, config.mapping_path, base_url(config.host), env)
+    return _FileConfig(
+        replace(
+            config,
+            input_path=path,
+            errors_path=errors_path,
+            journal_path=journal_path,
+            summary_json=None if is_pattern else config.summary_json,
+            on_progress=_numbered(config, index, count),
+        ),
+        archived,
+    )
+
+
+def _numbered(config: ImportConfig, index: int, count: int) -> Callable[[Progress], None] | None:
+    """The caller's callback, told which file of the pattern each event is about."""
+    callback = config.on_progress
+    if callback is None or count == 1:
+        return callback
+    return lambda event: callback(replace(event, file_index=index, file_count=count))
+
+
+def _settled(result: ImportResult) -> bool:
+    return not (result.rows_unknown or result.rows_not_sent or result.stop_reason or result.interrupted)
