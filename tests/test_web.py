@@ -19,15 +19,15 @@ import pytest
 import requests
 from starlette.testclient import TestClient
 
+from importer.account import MetadataSettings
 from importer.client import Credentials
-from importer.metadata import MetadataSettings
-from importer.sandbox import Sandbox
+from importer.sandbox import Faults, Sandbox
 from importer.throttle import RateLimit
 from importer.web.app import Settings, WebApp
 from tests.conftest import REPO, run_cli
 from tests.data.bad import make_bad
 
-SAMPLE = REPO / "sample_data" / "activities.csv"
+SAMPLE = REPO / "importer" / "sample_data" / "activities.csv"
 TOKEN = "test-token-for-this-start"
 
 
@@ -63,9 +63,8 @@ def make_web(sandbox: Sandbox, root: Path, **options: object) -> WebApp:
         mappings_dir=root / "mappings",
         state_dir=root / "state",
         metadata=MetadataSettings(root / "cache", 12.0, False),
-        rate_limit=RateLimit(50, 1.0),
         token=TOKEN,
-        **options,  # type: ignore[arg-type]
+        **{"rate_limit": RateLimit(50, 1.0), **options},  # type: ignore[arg-type]
     )
     return WebApp(settings)
 
@@ -428,3 +427,25 @@ def test_reuploading_the_fixed_workbook_posts_only_the_fixed_rows(page):
     assert len(page.sandbox.activities()) == 191
     owners = [a.owner_email for a in page.sandbox.activities()]
     assert owners.count("vikram.shah@example.com") >= 1
+
+
+def test_cancel_stops_a_running_import_and_reports_the_rest_as_not_sent(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("LSQ_IMPORT_STATE_DIR", str(tmp_path / "state"))
+    sandbox.faults = Faults(latency_ms=(150, 150))  # slow enough that the Cancel lands mid-run
+    web = make_web(sandbox, tmp_path, rate_limit=RateLimit(2, 1.0))
+    with signed_in(web) as client:
+        page = Page(client, web, sandbox, tmp_path)
+        response = page.upload(SAMPLE)
+        import_id = page.import_id(response)
+        build_and_preview(page, import_id, response.text)
+        client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+        response = client.post(f"/imports/{import_id}/cancel", data={"csrf": page.csrf})
+        assert response.status_code == 200
+        web.runner.wait(import_id, 60)
+        state = web.store.get(import_id)
+        assert state.result["interrupted"] is True
+        assert state.result["rows_not_sent"] > 0
+        assert state.result["rows_posted"] == len(sandbox.activities())
+        html = client.get(f"/imports/{import_id}").text
+        assert "You cancelled this import" in html
+        assert "Download error workbook" in html

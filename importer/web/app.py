@@ -28,16 +28,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from importer.account import AccountMetadata, ActivityMeta, MetadataSettings, open_account
 from importer.atomic import write_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ImporterError
 from importer.init_mapping import guess_column, guess_format, match_fields
 from importer.loader import load_sheet
 from importer.mapping import load_mapping
-from importer.metadata import AccountMetadata, ActivityMeta, MetadataSettings, check_online, open_account
 from importer.records import Sheet
 from importer.report import write_error_workbook
-from importer.runner import ImportConfig, ImportResult, prepare
+from importer.runner import ImportConfig, ImportResult, check_online, prepare
 from importer.throttle import RateLimit
 from importer.web.running import Runner
 from importer.web.store import UPLOAD_SUFFIXES, ImportState, ImportStore

@@ -8,25 +8,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from importer.errors import ImporterError
+from importer.events import CancelToken, Phase, Progress
 from importer.runner import ImportConfig, ImportResult, run_import
 from importer.web.store import ImportStore
 
 log = logging.getLogger(__name__)
 
-try:  # the library's progress events and cancellation (importer/events.py)
-    from importer.events import CancelToken, Progress
-except ImportError:  # pragma: no cover - before the events module is merged: cancel is best-effort
-    CancelToken = None  # type: ignore[assignment,misc]
-    Progress = None  # type: ignore[assignment,misc]
 
 _SAVE_EVERY_S = 0.25  # progress is written to the state file at most this often
-
-
-def _has_field(name: str) -> bool:
-    return any(f.name == name for f in dataclasses.fields(ImportConfig))
 
 
 class Runner:
@@ -34,16 +25,14 @@ class Runner:
 
     def __init__(self, store: ImportStore) -> None:
         self.store = store
-        self._tokens: dict[str, Any] = {}
+        self._tokens: dict[str, CancelToken] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def start(self, import_id: str, config: ImportConfig, on_done: Callable[[ImportResult], None]) -> None:
-        token = CancelToken() if CancelToken is not None else None
-        if token is not None and _has_field("cancel"):
-            config.cancel = token  # type: ignore[attr-defined]
-        if _has_field("on_progress"):
-            config.on_progress = self._progress_saver(import_id)  # type: ignore[attr-defined]
+        token = CancelToken()
+        config.cancel = token
+        config.on_progress = self._progress_saver(import_id)
         self.store.update(import_id, status="running", message=None, progress={"phase": "reading"})
         thread = threading.Thread(
             target=self._run, args=(import_id, config, on_done), name=f"import-{import_id}", daemon=True
@@ -61,7 +50,7 @@ class Runner:
             return False
         self.store.update(import_id, cancel_requested=True)
         if token is not None:
-            token.cancel()
+            token.cancel()  # a second press: stop waiting for answers in flight
         return True
 
     def is_running(self, import_id: str) -> bool:
@@ -74,12 +63,12 @@ class Runner:
         if thread is not None:
             thread.join(timeout)
 
-    def _progress_saver(self, import_id: str) -> Callable[[Any], None]:
+    def _progress_saver(self, import_id: str) -> Callable[[Progress], None]:
         last = [0.0]
 
-        def saved(progress: Any) -> None:
+        def saved(progress: Progress) -> None:
             now = time.monotonic()
-            finished = str(progress.phase) == "finished"
+            finished = progress.phase is Phase.FINISHED
             if now - last[0] < _SAVE_EVERY_S and not finished:
                 return
             last[0] = now
