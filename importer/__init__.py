@@ -1,8 +1,22 @@
 """lsq-import: import spreadsheets into LeadSquared as activities on opportunities."""
 
-__version__ = "0.1.0"
+from importer._version import __version__
+from importer.events import CancelToken, Phase, Progress, ProgressCallback
 
-__all__ = ["ImportConfig", "ImportResult", "__version__", "run_import", "validate_file"]
+__all__ = [
+    "CancelToken",
+    "ImportConfig",
+    "ImportResult",
+    "PatternResult",
+    "Phase",
+    "Progress",
+    "ProgressCallback",
+    "__version__",
+    "run_import",
+    "run_pattern",
+    "validate_file",
+    "validate_pattern",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -12,4 +26,8 @@ def __getattr__(name: str) -> object:
         from importer import runner
 
         return getattr(runner, name)
+    if name in {"PatternResult", "run_pattern", "validate_pattern"}:
+        from importer import runs
+
+        return getattr(runs, name)
     raise AttributeError(name)

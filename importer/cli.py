@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from importer import __version__
+from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 import requests
 import urllib3
 
-from importer import __version__
+from importer._version import __version__
 from importer.endpoints import (
     ACTIVITIES_PATH,
     ACTIVITY_SETTING_PATH,
@@ -345,7 +345,7 @@ class LsqClient:
         method: str,
         path: str,
         *,
-        params: dict[str, object] | None = None,
+        params: dict[str, str | int] | None = None,
         body: object = None,
         limiter: RateLimiter | None = None,
         attempts: int = 4,

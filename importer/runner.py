@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -245,7 +246,7 @@ def _before_sending(
     events: _Events,
 ) -> tuple[Prepared, dict[int, RowKey] | KeysOnDemand, Resume]:
     """The checks against the account, then the journal's word on rows of earlier runs."""
-    events.emit(Phase.CHECKING, message=f"Checking keys on {client.base_url}")
+    events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
     prepared = preflight(config, prepared, client, limiter)  # keys, host, mapping, rows
     rows = prepared.validated.rows
     if journal is None:
@@ -265,12 +266,13 @@ class _Events:
         self._lock = threading.Lock()
         self._last = Progress(Phase.READING, input_path=config.input_path)
 
-    def emit(self, phase: Phase, *, message: str | None = None, **counts: int | float | None) -> None:
+    def emit(self, phase: Phase, message: str | None = None, /, **counts: int | float | None) -> None:
         """Send an event; counts not given keep their last value."""
         if self._callback is None:
             return
         with self._lock:
-            self._last = replace(self._last, phase=phase, message=message, **counts)  # type: ignore[arg-type]
+            changes: dict[str, Any] = {**counts, "phase": phase, "message": message}
+            self._last = replace(self._last, **changes)
             try:
                 self._callback(self._last)
             except Exception:  # a presenter's bug must not stop an import

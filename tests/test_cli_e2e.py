@@ -374,7 +374,8 @@ def test_demo_imports_the_sample_and_writes_a_workbook(tmp_path):
     assert len(error_rows(errors)) == 10
 
 
-def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, env):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, env, signum):
     sandbox.faults = Faults(latency_ms=(40, 40))
     rows = [good(OPP[i], PAN=f"P{i}") for i in range(60)]
     path = write_csv(tmp_path / "big.csv", rows)
@@ -401,7 +402,7 @@ def test_ctrl_c_stops_sending_reports_and_exits_130(tmp_path, mapping, sandbox, 
     deadline = time.monotonic() + 20
     while sandbox.stats.bulk_calls < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, out + err
     assert "Traceback" not in err

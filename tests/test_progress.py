@@ -1,14 +1,18 @@
-"""The progress bar knows the calls ahead and tells the time they take at the rate limit."""
+"""Progress: the run's events, and the CLI's bar that knows the calls ahead and the time they take."""
 
 from __future__ import annotations
 
 import csv
+import io
 
+from importer.cli import ProgressBar
 from importer.client import Credentials
+from importer.errors import ExitStatus
+from importer.events import CancelToken, Phase, Progress
 from importer.runner import ImportConfig, run_import
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS
 from importer.throttle import RateLimit
-from tests.helpers import write_yaml
+from tests.helpers import error_rows, write_yaml
 
 MAPPING = """
 activity_event: {value: 201}
@@ -19,25 +23,102 @@ fields:
 """
 
 
-def test_progress_shows_calls_ahead_and_time_left_at_the_rate_limit(sandbox, tmp_path, capsys):
+def _sixty_rows(tmp_path):
     source = tmp_path / "rows.csv"
     with source.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["Opportunity", "Owner", "PAN"])
         for n in range(60):  # 30 rows on each of two opportunities: 2 calls each
             writer.writerow([DEFAULT_OPPORTUNITIES[n % 2], DEFAULT_USERS[0], f"ABCDE{n:04d}F"])
-    config = ImportConfig(
-        input_path=source,
+    return source
+
+
+def _config(sandbox, tmp_path, **extra):
+    return ImportConfig(
+        input_path=_sixty_rows(tmp_path),
         mapping_path=write_yaml(tmp_path, MAPPING),
         host=sandbox.url,
         credentials=Credentials(sandbox.access_key, sandbox.secret_key),
-        progress=True,
         use_journal=False,
         rate_limit=RateLimit(10, 100.0),  # room for the checks and the 4 calls at once; 102 s a window
+        **extra,
     )
-    result = run_import(config)
+
+
+def test_progress_shows_calls_ahead_and_time_left_at_the_rate_limit(sandbox, tmp_path):
+    shown = io.StringIO()
+    bar = ProgressBar(shown)
+    result = run_import(_config(sandbox, tmp_path, on_progress=bar))
+    bar.close()
     assert result.rows_posted == 60
-    shown = capsys.readouterr().err
     # 4 calls at 10 per 102 s (the window plus its safety margin) take 41 s at the limit, however
     # quickly the first ones went: the time left comes from the limit, not from the pace so far
-    assert shown.startswith("\r  0%|          | 0/4 calls [00:00 so far, 00:40 left at the rate limit]")
+    assert shown.getvalue().startswith(
+        "\r  0%|          | 0/4 calls [00:00 so far, 00:40 left at the rate limit]"
+    )
+
+
+def test_progress_events_count_calls_and_rows_through_every_phase(sandbox, tmp_path):
+    events: list[Progress] = []
+    result = run_import(_config(sandbox, tmp_path, on_progress=events.append))
+    assert result.rows_posted == 60
+    phases = list(dict.fromkeys(event.phase for event in events))
+    assert phases == [
+        Phase.READING,
+        Phase.VALIDATING,
+        Phase.CHECKING,
+        Phase.SENDING,
+        Phase.REPORTING,
+        Phase.FINISHED,
+    ]
+    sending = [event for event in events if event.phase is Phase.SENDING]
+    assert [event.calls_done for event in sending] == [0, 1, 2, 3, 4]
+    assert {event.calls_planned for event in sending} == {4}
+    assert sending[0].seconds_left is not None
+    assert sending[0].seconds_left > sending[-1].seconds_left
+    assert sending[-1].rows_posted == 60
+    assert sending[-1].seconds_left == 0
+    assert events[-1].rows_total == 60
+    assert events[-1].rows_posted == 60
+    assert {event.input_path for event in events} == {tmp_path / "rows.csv"}
+
+
+def test_cancel_token_before_the_run_sends_nothing_and_reports_every_row(sandbox, tmp_path):
+    token = CancelToken()
+    token.cancel()
+    result = run_import(_config(sandbox, tmp_path, cancel=token))
+    assert result.interrupted
+    assert result.exit_status is ExitStatus.INTERRUPTED
+    assert sandbox.stats.bulk_calls == 0
+    assert result.rows_not_sent == 60
+    assert [row["Error Stage"] for row in error_rows(tmp_path / "rows.errors.xlsx")] == ["not sent"] * 60
+
+
+def test_cancel_token_while_sending_stops_starting_calls(sandbox, tmp_path):
+    token = CancelToken()
+
+    def cancel_after_first_call(event: Progress) -> None:
+        if event.phase is Phase.SENDING and event.calls_done == 1:
+            token.cancel()
+
+    config = _config(sandbox, tmp_path, cancel=token, on_progress=cancel_after_first_call, concurrency=1)
+    result = run_import(config)
+    assert result.interrupted
+    stored = len(sandbox.activities())
+    assert stored == 25  # one worker: the first call (25 rows) went out, and no call after it
+    assert result.rows_posted == stored
+    assert result.rows_posted + result.rows_unknown + result.rows_not_sent == 60
+
+
+def test_cancel_token_callbacks_run_on_each_cancel_until_removed():
+    token = CancelToken()
+    calls: list[bool] = []
+    remove = token.add_callback(lambda: calls.append(token.urgent))
+    assert not token.cancelled
+    token.cancel()
+    token.cancel()
+    remove()
+    token.cancel()
+    assert calls == [False, True]
+    assert token.cancelled
+    assert token.urgent
