@@ -15,7 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 from jinja2 import Environment, FunctionLoader, select_autoescape
@@ -435,7 +435,11 @@ class WebApp:
         text = f"# Saved by the lsq-import web page for {activity.label}.\n" + yaml.safe_dump(
             data, sort_keys=False, allow_unicode=True
         )
-        write_atomically(path, lambda file: file.write(text.encode("utf-8")), "the mapping")
+
+        def write(file: BinaryIO) -> None:
+            file.write(text.encode("utf-8"))
+
+        write_atomically(path, write, "the mapping")
         load_mapping(path)  # what the CLI will read: fails here, not at import time
         return name
 
@@ -530,7 +534,7 @@ def _first_rows(sheet: Sheet, n: int = 5) -> list[tuple[int, list[str]]]:
 
 def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
     """init-mapping's guesses for every target, and its notes on date formats."""
-    headers, taken = sheet.headers, set()
+    headers, taken = sheet.headers, set[str]()
     guesses: dict[str, Any] = {"notes": {}}
     for target in ("opportunity_id", "owner_email", "note", "activity_datetime"):
         header = guess_column(headers, target, taken)
