@@ -58,7 +58,7 @@ class FieldValue(TypedDict):
 
 
 class ActivityBody(TypedDict, total=False):
-    """One object of the bulk endpoint's JSON array (CONTRACT.md)."""
+    """One object of the bulk endpoint's JSON array (docs/leadsquared-api.md)."""
 
     ActivityEvent: int
     ActivityOwnerEmail: str

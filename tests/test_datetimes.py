@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
@@ -76,11 +77,41 @@ def one_by_one(text: str, fmt: str | None, zone: str | None, date_only: bool) ->
         return None
 
 
+ISO = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
+# The formats the whole-column path decides by itself for each mapping format: a zero-padded text
+# in any of them must come back decided, or the fast path could return nothing and still "agree".
+DECIDED_FORMATS = {
+    None: ISO,
+    "%d/%m/%Y %H:%M": ["%d/%m/%Y %H:%M", *ISO],
+    "%d/%m/%Y": ["%d/%m/%Y", *ISO],
+    "%Y-%m-%d %H:%M:%S": ["%Y-%m-%d %H:%M:%S"],
+    "%m/%d/%Y %H:%M:%S": ["%m/%d/%Y %H:%M:%S", *ISO],
+    "%Y%m%d": ["%Y%m%d"],
+    "%d.%m.%Y %H:%M": ["%d.%m.%Y %H:%M", *ISO],
+    "%d-%m-%Y %H.%M": ["%d-%m-%Y %H.%M", *ISO],
+    "%d/%m/%y %H:%M": ISO,  # a two-digit year is left to the one-by-one path
+    "%b %d %Y": [],  # month names too: the fast path decides nothing, which is allowed
+}
+SAMPLE_MOMENT = datetime(2024, 3, 26, 14, 15, 7)  # no DST change near it in any of ZONES
+
+
 def check_agrees(texts: list[str], fmt: str | None, zone: str | None, date_only: bool) -> None:
-    decided = datetimes.wire_values(texts, fmt, zone, date_only=date_only)
-    for text, value in zip(texts, decided, strict=True):
+    """Every value the fast path decides is the one-by-one value; and it does decide what it should."""
+    must = [SAMPLE_MOMENT.strftime(candidate) for candidate in DECIDED_FORMATS[fmt]]
+    decided = datetimes.wire_values(texts + must, fmt, zone, date_only=date_only)
+    for text, value in zip(texts + must, decided, strict=True):
         if value is not None:  # None: left to the one-by-one path, which is always allowed
             assert value == one_by_one(text, fmt, zone, date_only), (text, fmt, zone)
+    undecided = [text for text, value in zip(must, decided[len(texts) :], strict=True) if value is None]
+    assert not undecided, (fmt, zone, date_only)
+    if not must:
+        assert decided == [None] * len(decided), fmt
+
+
+def test_check_agrees_fails_when_the_fast_path_decides_nothing(monkeypatch):
+    monkeypatch.setattr(datetimes, "wire_values", lambda texts, *args, **kwargs: [None] * len(texts))
+    with pytest.raises(AssertionError):
+        check_agrees(TRICKY, "%d/%m/%Y %H:%M", "Asia/Kolkata", False)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
