@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from importer.sandbox import Faults, Sandbox
+from importer.throttle import RateLimit
 from tests.conftest import REPO
 from tests.test_web import SAMPLE, TOKEN, make_web
 
@@ -41,7 +42,12 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     monkeypatch.setenv("LSQ_IMPORT_STATE_DIR", str(tmp_path / "state"))
     # a little latency per call, so the live progress of an import can be seen
     with Sandbox(rate_limit=(50, 1.0), faults=Faults(latency_ms=(40, 60))) as sandbox:
-        app = make_web(sandbox, tmp_path, account_label="sandbox (nothing reaches LeadSquared)").starlette()
+        app = make_web(
+            sandbox,
+            tmp_path,
+            account_label="sandbox (nothing reaches LeadSquared)",
+            rate_limit=RateLimit(10, 1.0),  # about 6 s for the sample: long enough to watch it move
+        ).starlette()
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
         web = uvicorn.Server(config)
         thread = threading.Thread(target=web.run, daemon=True)
@@ -126,6 +132,11 @@ def test_upload_map_preview_import_download_fix_and_reupload(server, browser):
 
     button(browser, "Import").send_keys(Keys.ENTER)  # by keyboard
     heading(browser, "Importing", 10)
+
+    def posted_so_far(driver: webdriver.Chrome) -> bool:
+        return int(driver.find_element(By.CSS_SELECTOR, "[data-key=rows_posted]").text or 0) > 0
+
+    WebDriverWait(browser, 30).until(posted_so_far)  # the counts move without a reload
     shot(browser, "04-importing")
     heading(browser, "Results")
     assert len(sandbox.activities()) == 190
