@@ -449,3 +449,17 @@ def test_cancel_stops_a_running_import_and_reports_the_rest_as_not_sent(sandbox,
         html = client.get(f"/imports/{import_id}").text
         assert "You cancelled this import" in html
         assert "Download error workbook" in html
+
+
+def test_library_messages_are_put_in_words():
+    from importer.web.app import for_people
+
+    assert for_people("not a date in the format '%d/%m/%Y %H:%M' or ISO") == (
+        "not a date in the format 'DD/MM/YYYY HH:MM' or ISO"
+    )
+    assert for_people("'Walk-in' is not an option of mx_Custom_4 (Channel): Branch") == (
+        "'Walk-in' is not an option of 'Channel': Branch"
+    )
+    assert for_people("MXInvalidInputException: ActivityOwnerEmail 'x' is not a user") == (
+        "Owner email 'x' is not a user"
+    )

@@ -496,6 +496,13 @@ _STRPTIME = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%b": "MMM", "%H"
 _FORMAT_IN_TEXT = re.compile(r"'([^']*%[a-zA-Z][^']*)'")
 _SCHEMA_WITH_NAME = re.compile(r"\bmx_Custom_\d+ \(([^)]+)\)")
 _EXCEPTION_PREFIX = re.compile(r"^MX\w*Exception:\s*")
+_API_NAMES = {
+    "ActivityOwnerEmail": "Owner email",
+    "ActivityDateTime": "Activity date",
+    "ActivityNote": "Note",
+    "ActivityEvent": "Activity type",
+}
+_API_NAME = re.compile(r"\b(" + "|".join(_API_NAMES) + r")\b")
 
 
 def human_format(fmt: str) -> str:
@@ -507,6 +514,7 @@ def for_people(message: str) -> str:
     """A library message with strptime codes, schema names and exception names put in words."""
     message = _EXCEPTION_PREFIX.sub("", message)
     message = _SCHEMA_WITH_NAME.sub(lambda m: f"'{m.group(1)}'", message)
+    message = _API_NAME.sub(lambda m: _API_NAMES[m.group(1)], message)
     return _FORMAT_IN_TEXT.sub(lambda m: f"'{human_format(m.group(1))}'", message)
 
 
