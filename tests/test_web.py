@@ -463,3 +463,26 @@ def test_library_messages_are_put_in_words():
     assert for_people("MXInvalidInputException: ActivityOwnerEmail 'x' is not a user") == (
         "Owner email 'x' is not a user"
     )
+
+
+def test_the_same_file_uploaded_twice_posts_each_row_once(page):
+    for _ in range(2):
+        response = page.upload(SAMPLE)
+        import_id = page.import_id(response)
+        build_and_preview(page, import_id, response.text)
+        page.client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+        page.web.runner.wait(import_id, 60)
+    second = page.web.store.get(import_id).result
+    assert second["rows_posted"] == 0
+    assert second["rows_skipped"] == 190
+    assert len(page.sandbox.activities()) == 190
+
+
+def test_change_the_mapping_after_a_preview(page):
+    response = page.upload(SAMPLE)
+    import_id = page.import_id(response)
+    build_and_preview(page, import_id, response.text)
+    assert "Preview: activities.csv" in page.client.get(f"/imports/{import_id}").text  # a reload stays
+    html = page.client.get(f"/imports/{import_id}?edit=1").text
+    assert "Match the columns of activities.csv" in html
+    assert '<option value="docs" selected' in html

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib.resources
+import importlib.util
 import logging
 import re
 import secrets
@@ -416,7 +417,20 @@ class WebApp:
             errors_path=self.store.errors_path(state),
             metadata=self.settings.metadata,
             online=True,
+            journal_path=self._journal_path(),
         )
+
+    def _journal_path(self) -> Path | None:
+        """Which record of posted rows the run uses, so no row is posted twice whatever the file is called.
+
+        Once the account-wide ledger (importer/ledger.py) is in, the library's default is it: None.
+        Until then the default is one journal per input file, and every upload is a new file here,
+        so the page keeps one journal per account host for all its imports.
+        """
+        if importlib.util.find_spec("importer.ledger") is not None:
+            return None
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", _shown_host(self.settings.host))
+        return self.settings.state_dir / "web" / f"journal-{name}.sqlite"
 
     def _save_built_mapping(self, form: Any) -> str:
         name = " ".join(str(form.get("save_as", "")).split())
