@@ -637,7 +637,7 @@ def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: T
         finally:
             bar.close()
     result = demo.result
-    _print_summary(result, demo.sample, out)
+    _print_summary(result, Path(demo.sample.name), out)
     print(f"The sandbox now holds {demo.stored} activities.", file=out)
     if result.error_report:
         print("Open the error workbook to see each failed row, the reason, and the cell to fix.", file=out)
