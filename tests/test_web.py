@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 
 import openpyxl
@@ -21,7 +22,7 @@ from starlette.testclient import TestClient
 
 from importer.account import MetadataSettings
 from importer.client import Credentials
-from importer.sandbox import Faults, Sandbox
+from importer.sandbox import DEFAULT_OPPORTUNITIES, Faults, Sandbox
 from importer.throttle import RateLimit
 from importer.web.app import Settings, WebApp
 from tests.conftest import REPO, run_cli
@@ -486,3 +487,22 @@ def test_change_the_mapping_after_a_preview(page):
     html = page.client.get(f"/imports/{import_id}?edit=1").text
     assert "Match the columns of activities.csv" in html
     assert '<option value="docs" selected' in html
+
+
+def test_day_month_ambiguity_is_pointed_out(page):
+    sheet = page.root / "ambiguous.csv"
+    sheet.write_text(
+        "Opportunity ID,Owner Email,Activity Date,PAN\n"
+        f"{DEFAULT_OPPORTUNITIES[0]},asha.rao@example.com,01/02/2024 10:00,ABCDE1234F\n"
+        f"{DEFAULT_OPPORTUNITIES[1]},asha.rao@example.com,03/04/2024 11:30,ABCDE1234F\n",
+        encoding="utf-8",
+    )
+    html = unescape(page.upload(sheet).text)
+    assert "every value reads as both 'DD/MM/YYYY HH:MM' and 'MM/DD/YYYY HH:MM'" in html
+
+
+def test_the_upload_itself_is_never_served_back(page):
+    import_id = page.import_id(page.upload(SAMPLE))
+    for path in ("upload.csv", "state.json", "../state.json"):
+        assert page.client.get(f"/imports/{import_id}/{path}").status_code == 404
+    assert page.client.get("/static/../web/imports").status_code == 404
