@@ -164,6 +164,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_logging_options(demo)
     demo.set_defaults(command=_cmd_demo)
+
+    serve = commands.add_parser("serve", help="start the web page: upload, map, preview, import")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--mappings", type=Path, default=Path("mappings"), help="folder of mapping files (default ./mappings)"
+    )
+    serve.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; others need LSQ_WEB_PASSWORD)",
+    )
+    serve.add_argument(
+        "--sandbox", action="store_true", help="run against the built-in sandbox, not LeadSquared"
+    )
+    _add_logging_options(serve)
+    serve.set_defaults(command=_cmd_serve)
     return parser
 
 
@@ -625,6 +643,14 @@ def _cmd_demo(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: T
         print("Open the error workbook to see each failed row, the reason, and the cell to fix.", file=out)
     return int(
         ExitStatus.OK if result.exit_status in {ExitStatus.OK, ExitStatus.ROWS_FAILED} else result.exit_status
+    )
+
+
+def _cmd_serve(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    from importer.web import serve
+
+    return serve(
+        port=args.port, mappings_dir=args.mappings, bind=args.bind, sandbox=args.sandbox, environ=env, out=out
     )
 
 
