@@ -179,18 +179,26 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         type=Path,
-        help="the run journal (default: one per input, mapping and host under "
-        "$LSQ_IMPORT_STATE_DIR, else ~/.local/state/lsq-import/journals)",
+        help="the ledger file (default: one per LeadSquared account, host + org id, under "
+        "$LSQ_IMPORT_STATE_DIR, else ~/.local/state/lsq-import/ledgers)",
     )
     parser.add_argument(
         "--no-journal",
         action="store_true",
-        help="keep no journal: nothing is skipped, unknown outcomes are not checked on the next run",
+        help="keep no ledger: nothing is skipped, and a rerun may post the same rows again",
     )
     parser.add_argument(
         "--resend",
         action="store_true",
-        help="send every valid row again, even those the journal says were posted",
+        help="send every valid row again, even those the ledger says are in LeadSquared",
+    )
+    parser.add_argument(
+        "--settle-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after a call of uncertain outcome, wait this long for LeadSquared's reads to catch up "
+        "before looking its rows up (default 30)",
     )
     parser.add_argument(
         "--archive",
@@ -359,8 +367,8 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
     if not inputs:
         print(f"lsq-import: no file matches '{pattern}': nothing to do", file=err)
         return int(ExitStatus.OK)
-    if len(inputs) > 1 and (args.errors or args.journal):
-        raise UsageError("--errors and --journal name one file; with a pattern each input gets its own")
+    if len(inputs) > 1 and args.errors:
+        raise UsageError("--errors names one file; with a pattern each input gets its own workbook")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be 1 or more")
     if args.archive:
@@ -381,7 +389,7 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
             )
         summaries.append(summary)
         worst = max(worst, status, key=_severity)
-        if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
+        if status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE, ExitStatus.LEDGER_ERROR):
             break  # the account or the user said stop: the next file would stop too
     if args.summary_json and _is_pattern(args):  # a pattern: one summary listing every file
         from importer.atomic import write_json_atomically
@@ -396,6 +404,7 @@ def _severity(status: ExitStatus) -> int:
         ExitStatus.ROWS_FAILED,
         ExitStatus.INPUT_ERROR,
         ExitStatus.API_UNUSABLE,
+        ExitStatus.LEDGER_ERROR,
         ExitStatus.INTERRUPTED,
     ].index(status)
 
@@ -409,30 +418,26 @@ def _run_one(
     out: TextIO,
     err: TextIO,
 ) -> tuple[ExitStatus, dict[str, object]]:
-    from importer.client import base_url
-    from importer.journal import default_journal_path
     from importer.runner import ImportConfig, run_import
-    from importer.schedule import ERROR_REPORT_SUFFIX, archive_name, move_to_archive
+    from importer.schedule import archive_name, move_to_archive
 
     started = datetime.now(UTC)
     archived = archive_name(path, args.archive, started) if args.archive else None
-    errors_path = args.errors or (
-        archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None
-    )
-    journal = args.journal or default_journal_path(path, args.mapping, base_url(connection["host"]), env)
     config = ImportConfig(
         input_path=path,
         mapping_path=args.mapping,
         sheet=args.sheet,
         batch_size=args.batch_size,
-        errors_path=errors_path,
+        errors_path=args.errors,
         summary_json=args.summary_json if not _is_pattern(args) else None,
         metadata=_metadata_settings(args, env),
         progress=_show_progress(args, err),
         concurrency=args.concurrency,
-        journal_path=journal,
+        journal_path=args.journal,
         use_journal=not args.no_journal,
         resend=args.resend,
+        state_environ=env,
+        **_settle_option(args),
         **connection,
     )
     if archived:
@@ -442,10 +447,30 @@ def _run_one(
     settled = not (result.rows_unknown or result.rows_not_sent or result.stop_reason or result.interrupted)
     if archived and settled:
         summary["archived_to"] = str(move_to_archive(path, archived))
+        _archive_workbook(result, archived, summary)
     _print_summary(result, path, out, json_lines=args.log_format == "json", summary=summary)
     if result.stop_reason:
         print(f"lsq-import: error: {result.stop_reason}", file=err)
     return result.exit_status, summary
+
+
+def _settle_option(args: argparse.Namespace) -> dict[str, float]:
+    if args.settle_time is None:
+        return {}
+    if args.settle_time < 0:
+        raise UsageError("--settle-time must be 0 or more seconds")
+    return {"settle_s": args.settle_time}
+
+
+def _archive_workbook(result: Any, archived: Path, summary: dict[str, object]) -> None:
+    """A file's error workbook stays beside it: moved along into the archive."""
+    from importer.runner import default_error_report_path
+    from importer.schedule import move_to_archive
+
+    if result.error_report and Path(result.error_report).exists():
+        target = default_error_report_path(archived)
+        result.error_report = move_to_archive(Path(result.error_report), target)
+        summary["error_report"] = str(result.error_report)
 
 
 def _is_pattern(args: argparse.Namespace) -> bool:
@@ -607,13 +632,11 @@ def _print_summary(
     lines = [
         f"{input_path}: {result.rows_total} rows",
         f"  posted    {result.rows_posted:>7}",
-        f"  skipped   {result.rows_skipped:>7}  (already posted by an earlier run)"
-        if result.rows_skipped
-        else None,
+        *_skipped_lines(result),
         f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
         f"rejected by LeadSquared {by_stage.get('api', 0)})",
-        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown: the next run checks LeadSquared "
-        "before sending them again)"
+        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown and the look-up failed: the next run "
+        "looks them up before sending them again)"
         if result.rows_unknown
         else None,
         f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
@@ -624,4 +647,21 @@ def _print_summary(
         if result.report_problem
         else "No errors: no error workbook written.",
     ]
+    if getattr(result, "ledger_problem", None):
+        lines.append(f"Ledger: {result.ledger_problem}")
+    elif getattr(result, "ledger", None) is None and result.rows_posted:
+        lines.append("No ledger was kept (--no-journal): running this file again may post these rows again.")
     print("\n".join(line for line in lines if line is not None), file=out)
+
+
+def _skipped_lines(result: Any) -> list[str]:
+    """How many rows were already in LeadSquared, and from which earlier files and dates."""
+    if not result.rows_skipped:
+        return []
+    lines = [
+        f"  skipped   {result.rows_skipped:>7}  (already in LeadSquared, so not sent again; --resend overrides)"
+    ]
+    for source in getattr(result, "skipped_from", [])[:10]:
+        when = f" on {source['posted_on']}" if source["posted_on"] else ""
+        lines.append(f"            {source['rows']:>7}  from {source['file']}{when}")
+    return lines

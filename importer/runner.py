@@ -10,7 +10,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from glob import escape as glob_escape
 from pathlib import Path
 
 import requests
@@ -20,14 +22,23 @@ from importer.atomic import write_json_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
 from importer.gcpause import release as release_frozen
-from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
-from importer.loader import load_sheet
+from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path
+from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
 from importer.mapping import Mapping, check_columns, load_mapping
-from importer.metadata import MetadataSettings, check_online, preflight
+from importer.metadata import MetadataSettings, check_keys, check_online, preflight
 from importer.planner import MAX_BATCH, Batch, plan_batches
-from importer.records import RowError, Sheet, Stage
+from importer.records import PlannedRow, RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
-from importer.resume import Resume, resume
+from importer.resume import (
+    DEFAULT_SETTLE_S,
+    Lookup,
+    Resume,
+    resume,
+    row_keys,
+    row_origins,
+    settle,
+    wait_for_others,
+)
 from importer.sender import Sender, SendReport
 from importer.throttle import RateLimit, RateLimiter
 from importer.validate import Validated, validate_sheet
@@ -56,11 +67,11 @@ class ImportConfig:
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (importer.metadata)
     concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
-    journal_path: Path | None = (
-        None  # default: one per input, mapping and host (journal.default_journal_path)
-    )
-    use_journal: bool = True  # False: no journal, so no skipping of rows posted before
-    resend: bool = False  # send rows again even if the journal says they were posted
+    journal_path: Path | None = None  # the ledger; default: one per account (ledger.default_ledger_path)
+    use_journal: bool = True  # False: no ledger, so nothing is skipped and a rerun may post rows again
+    resend: bool = False  # send rows again even if the ledger says they were posted
+    settle_s: float = DEFAULT_SETTLE_S  # wait this long after an uncertain call before looking it up
+    state_environ: dict[str, str] | None = field(default=None, repr=False)  # where the state dir is
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
@@ -72,7 +83,29 @@ class ImportConfig:
     def error_report_path(self) -> Path:
         if self.errors_path is not None:
             return Path(self.errors_path)
-        return self.input_path.with_name(f"{self.input_path.stem}.errors.xlsx")
+        return default_error_report_path(self.input_path)
+
+
+ERROR_SUFFIX = ".errors.xlsx"
+
+
+def default_error_report_path(input_path: Path) -> Path:
+    """`visits.csv` -> `visits.errors.xlsx` beside it; `visits.csv.errors.xlsx` when another file
+    of that stem (visits.xlsx) sits beside it, so two inputs never share a workbook. A re-fed
+    workbook is replaced by the rows it still holds: never `.errors.errors.xlsx`."""
+    input_path = Path(input_path)
+    if input_path.name.endswith(ERROR_SUFFIX):
+        return input_path
+    siblings = [
+        p
+        for p in input_path.parent.glob(f"{glob_escape(input_path.stem)}.*")
+        if p.name != input_path.name
+        and not p.name.endswith(ERROR_SUFFIX)
+        and p.suffix.lower() in WORKBOOK_SUFFIXES | TEXT_SUFFIXES
+    ]
+    if siblings:
+        return input_path.with_name(input_path.name + ERROR_SUFFIX)
+    return input_path.with_name(input_path.stem + ERROR_SUFFIX)
 
 
 @dataclass
@@ -94,11 +127,16 @@ class ImportResult:
     interrupted: bool = False
     report_problem: str | None = None  # why the error workbook could not be written after sending
     errors: list[RowError] = field(default_factory=list, repr=False)
+    skipped_from: list[dict[str, object]] = field(default_factory=list)  # {"file", "posted_on", "rows"}
+    ledger: Path | None = None
+    ledger_problem: str | None = None  # the ledger could not be used: sending stopped
 
     @property
     def exit_status(self) -> ExitStatus:
         if self.interrupted:
             return ExitStatus.INTERRUPTED
+        if self.ledger_problem:
+            return ExitStatus.LEDGER_ERROR
         if self.stop_reason:
             return ExitStatus.API_UNUSABLE
         if self.rows_failed or self.rows_unknown or self.rows_not_sent:
@@ -121,6 +159,10 @@ class ImportResult:
         data["elapsed_s"] = round(self.elapsed_s, 3)
         data["error_report"] = str(self.error_report) if self.error_report else None
         data["stop_reason"] = self.stop_reason
+        data["skipped_from"] = self.skipped_from
+        data["ledger"] = str(self.ledger) if self.ledger else None
+        if self.ledger_problem:
+            data["ledger_problem"] = self.ledger_problem
         if self.report_problem:
             data["error_report_problem"] = self.report_problem
         data["exit_code"] = int(self.exit_status)
@@ -164,7 +206,7 @@ def validate_file(config: ImportConfig) -> ImportResult:
 
 
 def run_import(config: ImportConfig) -> ImportResult:
-    """Validate, plan, send under the rate limit, and report every row that did not arrive."""
+    """Validate, plan, send under the rate limit, settle what is uncertain, report every row not sent."""
     started = time.monotonic()
     prepared = prepare(config)
     if config.credentials is None:
@@ -174,6 +216,10 @@ def run_import(config: ImportConfig) -> ImportResult:
     check_writable(config.error_report_path)
     if config.summary_json is not None:
         check_writable(config.summary_json)
+    if not config.use_journal:
+        log.warning(
+            "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
+        )
     client = LsqClient(
         config.host,
         config.credentials,
@@ -182,7 +228,8 @@ def run_import(config: ImportConfig) -> ImportResult:
         ca_bundle=config.ca_bundle,
     )
     limiter = RateLimiter(config.rate_limit)
-    journal = _open_journal(config, client.base_url) if config.use_journal else None
+    lookup = Lookup(client, limiter, config.settle_s)
+    ledger: SqliteLedger | None = None
     ctrl_c = _CtrlC()
     with ctrl_c_calls(ctrl_c):
         try:
@@ -191,16 +238,21 @@ def run_import(config: ImportConfig) -> ImportResult:
                     config, prepared, client, limiter
                 )  # keys, host, mapping, rows vs the account
                 rows = prepared.validated.rows
-                fresh = journal is None or journal.is_empty()  # nothing to skip: keys only as rows are sent
-                keys = {} if journal is None else KeysOnDemand(rows) if fresh else assign_keys(rows)
+                ledger = _open_ledger(config, client, limiter) if config.use_journal else None
+                origins = row_origins(prepared.sheet, config.input_path)
+                keys = {} if ledger is None else row_keys(rows, origins, ledger)
                 resumed = (
                     Resume(to_send=list(rows))
-                    if fresh
-                    else resume(journal, rows, keys, client, limiter, resend=config.resend)
+                    if ledger is None
+                    else resume(ledger, rows, keys, origins, lookup, resend=config.resend)
                 )
-            except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
+            except (
+                ApiUnusableError,
+                LedgerError,
+            ) as exc:  # nothing sent: still say so in the workbook and the summary
                 result = _stopped_before_sending(prepared, str(exc))
-                _finish(config, prepared.sheet, result, started)
+                result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
+                _finish(config, prepared.sheet, result, started, importing=True)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
             report = _send(
@@ -209,19 +261,87 @@ def run_import(config: ImportConfig) -> ImportResult:
                 batches,
                 client=client,
                 limiter=limiter,
-                journal=journal,
+                journal=ledger,
                 keys=keys,
                 ctrl_c=ctrl_c,
             )
+            if ledger is not None:
+                _settle_in_this_run(
+                    config,
+                    report,
+                    resumed,
+                    ledger=ledger,
+                    keys=keys,
+                    lookup=lookup,
+                    client=client,
+                    limiter=limiter,
+                )
         finally:
-            if journal is not None:
-                journal.close()
+            if ledger is not None:
+                ledger.close()
             if config.session is None:
                 client.close()
         result = _result_of(prepared, report, resumed)
+        result.ledger = ledger.path if ledger is not None else None
         result.interrupted = result.interrupted or ctrl_c.seen
         _finish(config, prepared.sheet, result, started, sent=True)  # a Ctrl-C now waits for the report
     return result
+
+
+def _open_ledger(config: ImportConfig, client: LsqClient, limiter: RateLimiter) -> SqliteLedger:
+    """The account's ledger (host + org id from UserByAccessKey.Get), or the --journal override."""
+    environ = config.state_environ if config.state_environ is not None else dict(os.environ)
+    org = check_keys(client, limiter, config.max_attempts).org
+    path = config.journal_path or default_ledger_path(client.base_url, org, environ)
+    ledger = SqliteLedger.open(path, client.base_url, org, environ=environ)
+    log.info("ledger: %s", path)
+    return ledger
+
+
+def _settle_in_this_run(
+    config: ImportConfig,
+    report: SendReport,
+    resumed: Resume,
+    *,
+    ledger: SqliteLedger,
+    keys: dict[int, RowKey],
+    lookup: Lookup,
+    client: LsqClient,
+    limiter: RateLimiter,
+) -> None:
+    """Look up the rows this run left uncertain, send the absent ones alone; wait for other runs' rows."""
+    if report.uncertain and not report.interrupted and report.ledger_problem is None:
+
+        def send_alone(rows: list[PlannedRow]) -> tuple[list[tuple[PlannedRow, str | None]], list[RowError]]:
+            alone = Sender(client, limiter, max_attempts=config.max_attempts, journal=ledger, keys=keys)
+            again = alone.send(plan_batches(rows, 1))
+            return again.posted, again.errors
+
+        started = report.first_uncertain_at or datetime.now(UTC)
+        try:
+            posted, errors = settle(
+                ledger,
+                report.uncertain,
+                keys,
+                lookup,
+                send_alone,
+                since=started,
+                last=report.last_uncertain_at or started,
+            )
+        except LedgerError as exc:
+            report.ledger_problem = str(exc)
+        else:
+            settled = {row.source_row for row in report.uncertain}
+            report.errors = [e for e in report.errors if e.source_row not in settled] + errors
+            report.posted.extend(posted)
+    if resumed.busy and report.ledger_problem is None:
+        posted_by_others, left = wait_for_others(ledger, resumed.busy, keys)
+        resumed.skipped += posted_by_others
+        if posted_by_others:
+            resumed.skipped_from[("another run at the same time", datetime.now(UTC).date().isoformat())] += (
+                posted_by_others
+            )
+        report.errors.extend(left)
 
 
 class _CtrlC:
@@ -247,15 +367,6 @@ class _CtrlC:
             log.warning("Ctrl-C: stopping before any row is sent (Ctrl-C again to stop at once)")
 
 
-def _open_journal(config: ImportConfig, base_url: str) -> Journal:
-    path = config.journal_path or default_journal_path(
-        config.input_path, config.mapping_path, base_url, dict(os.environ)
-    )
-    journal = Journal.open(path, base_url)
-    log.info("journal: %s", path)
-    return journal
-
-
 def _send(
     config: ImportConfig,
     mapping: Mapping,
@@ -263,8 +374,8 @@ def _send(
     *,
     client: LsqClient,
     limiter: RateLimiter,
-    journal: Journal | None,
-    keys: dict[int, RowKey] | KeysOnDemand,
+    journal: SqliteLedger | None,
+    keys: dict[int, RowKey],
     ctrl_c: _CtrlC,
 ) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
@@ -316,11 +427,14 @@ def ctrl_c_calls(callback: Callable[[], None]) -> Iterator[None]:
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    previous_term = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGINT, lambda signum, frame: callback())
+    signal.signal(signal.SIGTERM, lambda signum, frame: callback())  # systemd stop, `timeout`: as Ctrl-C
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:
@@ -337,7 +451,8 @@ def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:
 
 
 def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> ImportResult:
-    errors = prepared.validated.errors + resumed.errors + report.errors
+    sent_errors = _with_earlier_failures(resumed.errors + report.errors, resumed.failed_before)
+    errors = prepared.validated.errors + sent_errors
     result = ImportResult(
         rows_total=len(prepared.sheet),
         rows_posted=len(report.posted),
@@ -348,19 +463,47 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
         calls=report.calls,
         throttled=report.throttled,
         retries=report.retries,
-        stop_reason=None if report.interrupted else report.stop_reason,
+        stop_reason=None if report.interrupted or report.ledger_problem else report.stop_reason,
         interrupted=report.interrupted,
+        ledger_problem=report.ledger_problem,
     )
+    result.skipped_from = [
+        {"file": file, "posted_on": day, "rows": rows}
+        for (file, day), rows in sorted(resumed.skipped_from.items())
+    ]
     result.errors = errors
     return result
 
 
+def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]) -> list[RowError]:
+    """A row that failed again says when it failed before (the ledger keeps failed_at)."""
+    return [
+        replace(
+            e, message=f"{e.message} (it failed in an earlier run too, on {failed_before[e.source_row][:10]})"
+        )
+        if e.source_row in failed_before
+        else e
+        for e in errors
+    ]
+
+
 def _finish(
-    config: ImportConfig, sheet: Sheet, result: ImportResult, started: float, *, sent: bool = False
+    config: ImportConfig,
+    sheet: Sheet,
+    result: ImportResult,
+    started: float,
+    *,
+    sent: bool = False,
+    importing: bool = False,
 ) -> None:
     if result.errors:
         try:
-            result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
+            result.error_report = write_error_workbook(
+                config.error_report_path,
+                sheet,
+                result.errors,
+                _origins_of(sheet, config) if importing or sent else None,
+            )
         except OutputError as exc:
             if not sent:
                 raise
@@ -373,6 +516,11 @@ def _finish(
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
         write_json_atomically(config.summary_json, result.summary())
+
+
+def _origins_of(sheet: Sheet, config: ImportConfig) -> dict[int, tuple[str, int]]:
+    """Each row's original file and row, for the workbook of an import run."""
+    return {row: (origin.file, origin.row) for row, origin in row_origins(sheet, config.input_path).items()}
 
 
 def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:
