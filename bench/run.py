@@ -94,7 +94,7 @@ def child_main(kind: str, path: str, extra: str) -> None:
 
 def stages(path: str, mapping_path: str) -> dict[str, float]:
     """Seconds per stage of what `run` does before its first call, the journal's keys included."""
-    from importer.journal import assign_keys  # noqa: PLC0415
+    from importer.ledger import assign_keys  # noqa: PLC0415
     from importer.loader import load_sheet  # noqa: PLC0415
     from importer.mapping import load_mapping  # noqa: PLC0415
     from importer.planner import plan_batches  # noqa: PLC0415

@@ -229,18 +229,26 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         type=Path,
-        help="the run journal (default: one per input, mapping and host under "
-        "$LSQ_IMPORT_STATE_DIR, else ~/.local/state/lsq-import/journals)",
+        help="the ledger file (default: one per LeadSquared account, host + org id, under "
+        "$LSQ_IMPORT_STATE_DIR, else ~/.local/state/lsq-import/ledgers)",
     )
     parser.add_argument(
         "--no-journal",
         action="store_true",
-        help="keep no journal: nothing is skipped, unknown outcomes are not checked on the next run",
+        help="keep no ledger: nothing is skipped, and a rerun may post the same rows again",
     )
     parser.add_argument(
         "--resend",
         action="store_true",
-        help="send every valid row again, even those the journal says were posted",
+        help="send every valid row again, even those the ledger says are in LeadSquared",
+    )
+    parser.add_argument(
+        "--settle-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after a call of uncertain outcome, wait this long for LeadSquared's reads to catch up "
+        "before looking its rows up (default 30)",
     )
     parser.add_argument(
         "--archive",
@@ -497,6 +505,8 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
         journal_path=args.journal,
         use_journal=not args.no_journal,
         resend=args.resend,
+        state_environ=env,
+        **_settle_option(args),
         on_progress=bar,
         cancel=token,
         **_connection_options(_connection(args, env)),
@@ -522,6 +532,14 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
     if not result.summaries:
         print(f"lsq-import: no file matches '{pattern}': nothing to do", file=err)
     return int(result.exit_status)
+
+
+def _settle_option(args: argparse.Namespace) -> dict[str, float]:
+    if args.settle_time is None:
+        return {}
+    if args.settle_time < 0:
+        raise UsageError("--settle-time must be 0 or more seconds")
+    return {"settle_s": args.settle_time}
 
 
 def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
@@ -671,13 +689,11 @@ def _print_summary(
     lines = [
         f"{input_path}: {result.rows_total} rows",
         f"  posted    {result.rows_posted:>7}",
-        f"  skipped   {result.rows_skipped:>7}  (already posted by an earlier run)"
-        if result.rows_skipped
-        else None,
+        *_skipped_lines(result),
         f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
         f"rejected by LeadSquared {by_stage.get('api', 0)})",
-        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown: the next run checks LeadSquared "
-        "before sending them again)"
+        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown and the look-up failed: the next run "
+        "looks them up before sending them again)"
         if result.rows_unknown
         else None,
         f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
@@ -688,4 +704,21 @@ def _print_summary(
         if result.report_problem
         else "No errors: no error workbook written.",
     ]
+    if getattr(result, "ledger_problem", None):
+        lines.append(f"Ledger: {result.ledger_problem}")
+    elif getattr(result, "ledger", None) is None and result.rows_posted:
+        lines.append("No ledger was kept (--no-journal): running this file again may post these rows again.")
     print("\n".join(line for line in lines if line is not None), file=out)
+
+
+def _skipped_lines(result: Any) -> list[str]:
+    """How many rows were already in LeadSquared, and from which earlier files and dates."""
+    if not result.rows_skipped:
+        return []
+    lines = [
+        f"  skipped   {result.rows_skipped:>7}  (already in LeadSquared, so not sent again; --resend overrides)"
+    ]
+    for source in getattr(result, "skipped_from", [])[:10]:
+        when = f" on {source['posted_on']}" if source["posted_on"] else ""
+        lines.append(f"            {source['rows']:>7}  from {source['file']}{when}")
+    return lines

@@ -12,6 +12,7 @@ class ExitStatus(IntEnum):
     ROWS_FAILED = 1  # the file was usable, but some rows failed or their outcome is unknown
     INPUT_ERROR = 2  # usage, mapping or input file error: nothing was sent
     API_UNUSABLE = 3  # bad keys, wrong host, host unreachable: sending stopped
+    LEDGER_ERROR = 4  # the ledger cannot be read or written (disk full, read-only, damaged): sending stopped
     INTERRUPTED = 130  # Ctrl-C: sending stopped, the report of what was sent was still written
 
 

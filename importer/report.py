@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +42,7 @@ from importer.records import RowError, Sheet, Stage
 ERRORS_SHEET = "Errors"
 SUMMARY_SHEET = "Summary"
 LEAD_HEADERS = ("Source Row", "Error Stage", "Error")
+SOURCE_FILE_HEADER = "Source File"  # last column: the original file of a row (re-fed workbooks keep it)
 COMMENT_AUTHOR = "lsq-import"
 
 MAX_CELL_CHARS = 32_767  # Excel's limit, in UTF-16 code units
@@ -63,8 +64,17 @@ _NEEDS_ESCAPE = re.compile("_(?=x[0-9A-Fa-f]{4}_)|[\x00-\x08\x0b-\x1f]")
 Cell = tuple[str | int, int]  # (value, style)
 
 
-def write_error_workbook(path: str | Path, sheet: Sheet, errors: Iterable[RowError]) -> Path:
-    """Write the failed rows of `sheet` to an .xlsx at `path`, atomically; return the path."""
+def write_error_workbook(
+    path: str | Path,
+    sheet: Sheet,
+    errors: Iterable[RowError],
+    origins: Mapping[int, tuple[str, int]] | None = None,
+) -> Path:
+    """Write the failed rows of `sheet` to an .xlsx at `path`, atomically; return the path.
+
+    With `origins` (source row -> original file name and row), `Source Row` is the row of the
+    original file and a last column `Source File` names it, so a re-fed workbook keeps both.
+    """
     target = Path(path)
     by_row = _group_by_row(errors)
     columns = _original_columns(sheet.headers)
@@ -72,6 +82,11 @@ def write_error_workbook(path: str | Path, sheet: Sheet, errors: Iterable[RowErr
     if len(rows) + 1 > MAX_SHEET_ROWS:
         raise OutputError(f"{target}: {len(rows):,} failed rows do not fit in one Excel sheet")
     header = [*LEAD_HEADERS, *(_excel_text(sheet.headers[i])[0] for i in columns)]
+    if origins is not None:
+        header.append(SOURCE_FILE_HEADER)
+        for row in rows:
+            file, row.source_row = origins.get(row.source_row, ("", row.source_row))
+            row.values.append(_excel_text(file)[0])
     sheets = [_errors_sheet(header, rows), _summary_sheet(sheet, rows, by_row)]
     write_atomically(target, lambda file: _write_workbook(file, sheets), "the error workbook")
     return target
@@ -122,7 +137,8 @@ def _original_columns(headers: Sequence[str]) -> list[int]:
     replaced by fresh ones rather than repeated with stale text.
     """
     if set(LEAD_HEADERS) <= set(headers):
-        return [i for i, header in enumerate(headers) if header not in LEAD_HEADERS]
+        ours = {*LEAD_HEADERS, SOURCE_FILE_HEADER}
+        return [i for i, header in enumerate(headers) if header not in ours]
     return list(range(len(headers)))
 
 

@@ -1,91 +1,325 @@
-"""Decide what a run must send, given what the journal says earlier runs did.
+"""Decide what a run must send, given the ledger, and settle uncertain rows before the run ends.
 
-Rows posted before are skipped; rows whose earlier outcome is unknown (a timeout, a dropped
-connection, a crash mid-call) are looked up in LeadSquared first and sent again only if they are
-not there; everything else is sent.
+`resume` claims this run's rows in the account's ledger: rows already in LeadSquared are skipped
+(and told: from which files, on which dates), rows another live run is sending are left to it,
+rows whose earlier outcome is unknown are looked up first, everything else is sent.
+
+`settle` runs after sending: rows left uncertain by a timeout, a dropped connection, a 5xx, a
+server fault or a count-only partial are looked up once the settle time has passed (LeadSquared's
+reads may lag its writes), and the absent ones are sent again one at a time. A row stays unknown
+only when its look-up itself failed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
-from importer.client import LsqClient, ReadError
-from importer.journal import Journal, RowKey, RowState
-from importer.reconcile import assign, fetch_activities
-from importer.records import PlannedRow, RowError, Stage
-from importer.throttle import RateLimiter
+from importer.client import ReadError
+from importer.ledger import Claim, Entry, Ledger, Origin, Record, RowKey, RowState, assign_keys
+from importer.reconcile import Reader, assign, fetch_activities
+from importer.records import PlannedRow, RowError, Sheet, Stage
+from importer.throttle import RateLimiter, Sleep
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SETTLE_S = 30.0  # how long LeadSquared's reads may lag its writes before "not found" is trusted
+SETTLE_ROUNDS = 3  # look up, send the absent ones again one at a time, look up again...
+BUSY_WAIT_S = 600.0  # how long a run waits at its end for rows another live run is sending
 
 
 @dataclass
 class Resume:
     to_send: list[PlannedRow] = field(default_factory=list)
-    skipped: int = 0  # posted by an earlier run (including rows just confirmed in LeadSquared)
+    skipped: int = 0  # in LeadSquared already (including rows just confirmed there)
     confirmed: int = 0  # of those, rows whose outcome was unknown and that were found now
     errors: list[RowError] = field(default_factory=list)  # unknown rows that could not be checked
+    skipped_from: Counter[tuple[str, str]] = field(default_factory=Counter)  # (file, day) -> rows
+    busy: list[PlannedRow] = field(default_factory=list)  # another live run is sending these
+    failed_before: dict[int, str] = field(default_factory=dict)  # source row -> when it failed before
+
+
+@dataclass
+class Settled:
+    """What `settle` learnt of the rows left uncertain."""
+
+    found: list[tuple[PlannedRow, str | None]] = field(default_factory=list)  # created after all
+    still_unknown: list[RowError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a look-up needs: the reader, the limiter, the settle time and the clock."""
+
+    client: Reader
+    limiter: RateLimiter
+    settle_s: float = DEFAULT_SETTLE_S
+    sleep: Sleep = time.sleep
+    clock: Callable[[], float] = time.time
 
 
 def resume(
-    journal: Journal,
+    ledger: Ledger,
     rows: list[PlannedRow],
-    keys: dict[int, RowKey],
-    client: LsqClient,
-    limiter: RateLimiter,
+    keys: Mapping[int, RowKey],
+    origins: Mapping[int, Origin],
+    lookup: Lookup,
     *,
     resend: bool = False,
 ) -> Resume:
-    """Split this run's valid rows into skipped, to check, and to send."""
-    states = journal.states(keys.values())
+    """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send."""
+    claims = ledger.claim(
+        [(keys[row.source_row], row, origins[row.source_row]) for row in rows], resend=resend
+    )
+    known = ledger.entries(keys[row.source_row] for row in rows)
     result = Resume()
     to_check: list[PlannedRow] = []
     for row in rows:
-        state = states.get(keys[row.source_row], (RowState.PENDING, None))[0]
-        if state is RowState.POSTED and not resend:
+        key = keys[row.source_row]
+        claim, entry = claims[key], known.get(key)
+        if entry is not None and entry.failed_at and entry.state is RowState.FAILED:
+            result.failed_before[row.source_row] = entry.failed_at
+        if claim is Claim.POSTED:
             result.skipped += 1
-        elif state in (RowState.SENDING, RowState.UNKNOWN) and not resend:
+            result.skipped_from[_provenance(entry)] += 1
+        elif claim is Claim.BUSY:
+            result.busy.append(row)
+        elif claim is Claim.CHECK:
             to_check.append(row)
         else:
             result.to_send.append(row)
     if to_check:
         log.info("%d rows have an unknown outcome from an earlier run: checking LeadSquared", len(to_check))
-        _check(journal, to_check, keys=keys, client=client, limiter=limiter, result=result)
+        times = _times(known.get(keys[row.source_row]) for row in to_check)
+        settled = look_up(
+            ledger,
+            to_check,
+            keys,
+            lookup,
+            since=min(times, default=None),
+            last=max(times, default=None),
+            label="sent by an earlier run",
+        )
+        result.confirmed = len(settled.found)
+        result.skipped += len(settled.found)
+        if settled.found:
+            result.skipped_from[("this account's ledger (confirmed in LeadSquared now)", _today())] += len(
+                settled.found
+            )
+        found = {row.source_row for row, _ in settled.found}
+        unknown = {error.source_row for error in settled.still_unknown}
+        result.errors.extend(settled.still_unknown)
+        result.to_send.extend(row for row in to_check if row.source_row not in found | unknown)
     result.to_send.sort(key=lambda row: row.source_row)
     return result
 
 
-def _check(
-    journal: Journal,
+def look_up(
+    ledger: Ledger,
     rows: list[PlannedRow],
+    keys: Mapping[int, RowKey],
+    lookup: Lookup,
     *,
-    keys: dict[int, RowKey],
-    client: LsqClient,
-    limiter: RateLimiter,
-    result: Resume,
-) -> None:
+    since: datetime | None,
+    last: datetime | None,
+    label: str,
+) -> Settled:
+    """Look each row up in LeadSquared; record the ones found as posted.
+
+    `since` is when the first uncertain call may have started (older activities are not read),
+    `last` when the last one ended: the look-up waits until the settle time has passed since then.
+    """
+    _wait_for_reads(last, lookup)
+    settled = Settled()
     groups: dict[tuple[str, int], list[PlannedRow]] = defaultdict(list)
     for row in rows:
         groups[(row.opportunity_id, row.body["ActivityEvent"])].append(row)
     for (opportunity_id, event), group in groups.items():
-        taken, posted_without_id = journal.posted_on(opportunity_id, event)
+        taken, posted_without_id = ledger.posted_on(opportunity_id, event)
         try:
-            found = fetch_activities(client, limiter, opportunity_id, event)
+            found = fetch_activities(lookup.client, lookup.limiter, opportunity_id, event, since=since)
         except ReadError as exc:
             message = (
-                f"sent by an earlier run with an unknown outcome, and the check failed ({exc}); "
-                "not sent again: check the opportunity in LeadSquared"
+                f"{label}, outcome unknown, and the look-up failed ({exc}); not sent again: "
+                "the next run looks it up again"
             )
-            result.errors.extend(RowError(row.source_row, Stage.UNKNOWN, message) for row in group)
+            settled.still_unknown.extend(RowError(row.source_row, Stage.UNKNOWN, message) for row in group)
             continue
-        matches = assign([row.body for row in group], found, taken, posted_without_id)
-        confirmed = [
-            (keys[row.source_row], row, RowState.POSTED, activity_id, "found in LeadSquared")
-            for row, (hit, activity_id) in zip(group, matches, strict=True)
-            if hit
-        ]
-        journal.record(confirmed)
-        result.confirmed += len(confirmed)
-        result.skipped += len(confirmed)
-        result.to_send.extend(row for row, (hit, _) in zip(group, matches, strict=True) if not hit)
+        matched = assign([row.body for row in group], found, taken, posted_without_id)
+        hits = [(row, activity_id) for row, (hit, activity_id) in zip(group, matched, strict=True) if hit]
+        ledger.record(
+            [
+                Record(keys[row.source_row], row, RowState.POSTED, activity_id, "found in LeadSquared")
+                for row, activity_id in hits
+            ]
+        )
+        settled.found.extend(hits)
+    return settled
+
+
+def settle(
+    ledger: Ledger,
+    uncertain: list[PlannedRow],
+    keys: Mapping[int, RowKey],
+    lookup: Lookup,
+    send_one_by_one: Callable[[list[PlannedRow]], tuple[list[tuple[PlannedRow, str | None]], list[RowError]]],
+    *,
+    since: datetime,
+    last: datetime,
+    may_send: Callable[[], bool] = lambda: True,
+) -> tuple[list[tuple[PlannedRow, str | None]], list[RowError]]:
+    """Settle rows this run left uncertain: look up, send the absent ones again alone, repeat.
+
+    Returns (rows now known posted, with their ids; errors of the rows still not posted).
+    """
+    posted: list[tuple[PlannedRow, str | None]] = []
+    errors: list[RowError] = []
+    for _round in range(SETTLE_ROUNDS):
+        if not uncertain:
+            break
+        log.info("%d rows of uncertain outcome: looking them up in LeadSquared", len(uncertain))
+        settled = look_up(ledger, uncertain, keys, lookup, since=since, last=last, label="sent")
+        posted.extend(settled.found)
+        errors.extend(settled.still_unknown)
+        done = {row.source_row for row, _ in settled.found} | {e.source_row for e in settled.still_unknown}
+        absent = [row for row in uncertain if row.source_row not in done]
+        if not absent or not may_send():
+            errors.extend(_not_created(absent))
+            return posted, errors
+        since = datetime.now(UTC)
+        sent, failed = send_one_by_one(absent)
+        last = datetime.now(UTC)
+        posted.extend(sent)
+        uncertain_now = {e.source_row for e in failed if e.stage is Stage.UNKNOWN}
+        errors.extend(e for e in failed if e.stage is not Stage.UNKNOWN)
+        uncertain = [row for row in absent if row.source_row in uncertain_now]
+    errors.extend(
+        RowError(
+            row.source_row,
+            Stage.UNKNOWN,
+            "outcome still unknown after sending it again alone; the next run looks it up again",
+        )
+        for row in uncertain
+    )
+    return posted, errors
+
+
+def wait_for_others(
+    ledger: Ledger,
+    rows: list[PlannedRow],
+    keys: Mapping[int, RowKey],
+    *,
+    sleep: Sleep = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    timeout: float = BUSY_WAIT_S,
+) -> tuple[int, list[RowError]]:
+    """Wait while other live runs send rows of this file; returns (rows they posted, rows left)."""
+    deadline = clock() + timeout
+    pending = list(rows)
+    while pending and clock() < deadline:
+        busy = ledger.claimed_by_others(keys[row.source_row] for row in pending)
+        if not busy:
+            break
+        pending = [row for row in pending if keys[row.source_row] in busy]
+        sleep(1.0)
+    entries = ledger.entries(keys[row.source_row] for row in rows)
+    posted = sum(1 for row in rows if _state(entries, keys[row.source_row]) is RowState.POSTED)
+    left = [
+        RowError(
+            row.source_row,
+            Stage.NOT_SENT,
+            "not sent: another lsq-import run on this account was sending this row and has not "
+            "settled it; the next run checks it",
+        )
+        for row in rows
+        if _state(entries, keys[row.source_row]) is not RowState.POSTED
+    ]
+    return posted, left
+
+
+def _state(entries: Mapping[RowKey, Entry], key: RowKey) -> RowState | None:
+    entry = entries.get(key)
+    return entry.state if entry else None
+
+
+def _not_created(rows: Iterable[PlannedRow]) -> list[RowError]:
+    return [
+        RowError(row.source_row, Stage.NOT_SENT, "not sent: not found in LeadSquared; the next run sends it")
+        for row in rows
+    ]
+
+
+def _wait_for_reads(since: datetime | None, lookup: Lookup) -> None:
+    """Reads may lag writes: wait until `settle_s` has passed since the uncertain call."""
+    if since is None:
+        return
+    ready = since.timestamp() + lookup.settle_s
+    delay = ready - lookup.clock()
+    if delay > 0:
+        log.info("waiting %.0f s for LeadSquared's reads to catch up before looking rows up", delay)
+        lookup.sleep(delay)
+
+
+def _times(entries: Iterable[Entry | None]) -> list[datetime]:
+    return [datetime.fromisoformat(e.updated_at) for e in entries if e is not None and e.updated_at]
+
+
+def _provenance(entry: Entry | None) -> tuple[str, str]:
+    if entry is None:
+        return ("an earlier run", "")
+    name = entry.origin.file if entry.origin else "an earlier run"
+    return (name, (entry.posted_at or entry.updated_at or "")[:10])
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+SOURCE_FILE_HEADER = "Source File"
+SOURCE_ROW_HEADER = "Source Row"
+
+
+def row_origins(sheet: Sheet, input_path: Path) -> dict[int, Origin]:
+    """Where each row came from: this file, or for a re-fed error workbook the original file and row."""
+    own = {row: Origin(input_path.name, row) for row in sheet.source_rows}
+    if SOURCE_FILE_HEADER not in sheet.headers or SOURCE_ROW_HEADER not in sheet.headers:
+        return own
+    files = sheet.frame.iloc[:, sheet.headers.index(SOURCE_FILE_HEADER)].tolist()
+    numbers = sheet.frame.iloc[:, sheet.headers.index(SOURCE_ROW_HEADER)].tolist()
+    for row, file, number in zip(sheet.source_rows, files, numbers, strict=True):
+        text = str(number).strip()
+        if str(file).strip() and text.isdigit():
+            own[row] = Origin(str(file).strip(), int(text))
+    return own
+
+
+def row_keys(rows: list[PlannedRow], origins: Mapping[int, Origin], ledger: Ledger) -> dict[int, RowKey]:
+    """Each row's ledger key: its content and occurrence, or for a re-fed workbook row the key its
+    original row was recorded under (found by digest, file and row), so it is never posted twice."""
+    keys = assign_keys(rows)
+    wanted = [
+        (keys[row.source_row].digest, origins[row.source_row])
+        for row in rows
+        if origins[row.source_row].row != row.source_row or len({o.file for o in origins.values()}) > 1
+    ]
+    if not wanted:
+        return keys
+    found = ledger.find_origins(wanted)
+    used = set(found.values())
+    for row in rows:
+        key = keys[row.source_row]
+        hit = found.get((key.digest, origins[row.source_row]))
+        if hit is not None:
+            keys[row.source_row] = hit
+            continue
+        occurrence = key.occurrence
+        while RowKey(key.digest, occurrence) in used:  # taken by a row found by its origin
+            occurrence += 1
+        keys[row.source_row] = RowKey(key.digest, occurrence)
+        used.add(keys[row.source_row])
+    return keys

@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,23 @@ from importer.client import Credentials, LsqClient
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
-from importer.journal import Journal, KeysOnDemand, RowKey, assign_keys, default_journal_path
-from importer.loader import load_sheet
+from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path
+from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
 from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
-from importer.records import RowError, Sheet, Stage
+from importer.records import PlannedRow, RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
-from importer.resume import Resume, resume
+from importer.resume import (
+    DEFAULT_SETTLE_S,
+    Lookup,
+    Resume,
+    resume,
+    row_keys,
+    row_origins,
+    settle,
+    wait_for_others,
+)
 from importer.sender import Sender, SendReport
 from importer.throttle import RateLimit, RateLimiter
 from importer.validate import Validated, validate_sheet
@@ -57,11 +68,11 @@ class ImportConfig:
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (preflight)
     concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
-    journal_path: Path | None = (
-        None  # default: one per input, mapping and host (journal.default_journal_path)
-    )
-    use_journal: bool = True  # False: no journal, so no skipping of rows posted before
-    resend: bool = False  # send rows again even if the journal says they were posted
+    journal_path: Path | None = None  # the ledger; default: one per account (ledger.default_ledger_path)
+    use_journal: bool = True  # False: no ledger, so nothing is skipped and a rerun may post rows again
+    resend: bool = False  # send rows again even if the ledger says they were posted
+    settle_s: float = DEFAULT_SETTLE_S  # wait this long after an uncertain call before looking it up
+    state_environ: dict[str, str] | None = field(default=None, repr=False)  # where the state dir is
     on_progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
     cancel: CancelToken | None = field(default=None, repr=False, compare=False)
 
@@ -79,7 +90,29 @@ class ImportConfig:
     def error_report_path(self) -> Path:
         if self.errors_path is not None:
             return Path(self.errors_path)
-        return self.input_path.with_name(f"{self.input_path.stem}.errors.xlsx")
+        return default_error_report_path(self.input_path)
+
+
+ERROR_SUFFIX = ".errors.xlsx"
+
+
+def default_error_report_path(input_path: Path) -> Path:
+    """`visits.csv` -> `visits.errors.xlsx` beside it; `visits.csv.errors.xlsx` when another file
+    of that stem (visits.xlsx) sits beside it, so two inputs never share a workbook. A re-fed
+    workbook is replaced by the rows it still holds: never `.errors.errors.xlsx`."""
+    input_path = Path(input_path)
+    if input_path.name.endswith(ERROR_SUFFIX):
+        return input_path
+    siblings = [
+        p
+        for p in input_path.parent.glob(f"{glob_escape(input_path.stem)}.*")
+        if p.name != input_path.name
+        and not p.name.endswith(ERROR_SUFFIX)
+        and p.suffix.lower() in WORKBOOK_SUFFIXES | TEXT_SUFFIXES
+    ]
+    if siblings:
+        return input_path.with_name(input_path.name + ERROR_SUFFIX)
+    return input_path.with_name(input_path.stem + ERROR_SUFFIX)
 
 
 @dataclass
@@ -101,11 +134,16 @@ class ImportResult:
     interrupted: bool = False
     report_problem: str | None = None  # why the error workbook could not be written after sending
     errors: list[RowError] = field(default_factory=list, repr=False)
+    skipped_from: list[dict[str, object]] = field(default_factory=list)  # {"file", "posted_on", "rows"}
+    ledger: Path | None = None
+    ledger_problem: str | None = None  # the ledger could not be used: sending stopped
 
     @property
     def exit_status(self) -> ExitStatus:
         if self.interrupted:
             return ExitStatus.INTERRUPTED
+        if self.ledger_problem:
+            return ExitStatus.LEDGER_ERROR
         if self.stop_reason:
             return ExitStatus.API_UNUSABLE
         if self.rows_failed or self.rows_unknown or self.rows_not_sent:
@@ -128,6 +166,10 @@ class ImportResult:
         data["elapsed_s"] = round(self.elapsed_s, 3)
         data["error_report"] = str(self.error_report) if self.error_report else None
         data["stop_reason"] = self.stop_reason
+        data["skipped_from"] = self.skipped_from
+        data["ledger"] = str(self.ledger) if self.ledger else None
+        if self.ledger_problem:
+            data["ledger_problem"] = self.ledger_problem
         if self.report_problem:
             data["error_report_problem"] = self.report_problem
         data["exit_code"] = int(self.exit_status)
@@ -143,6 +185,7 @@ class Prepared:
     validated: Validated
     batches: list[Batch]
     lookup_calls: int = 0  # look-up calls made to find the rows' opportunities (importer.lookup)
+    org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
 
 
 def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
@@ -195,21 +238,27 @@ def run_import(config: ImportConfig) -> ImportResult:
     check_writable(config.error_report_path)
     if config.summary_json is not None:
         check_writable(config.summary_json)
+    if not config.use_journal:
+        log.warning(
+            "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
+        )
     limiter = RateLimiter(config.rate_limit)
-    journal = _open_journal(config, client.base_url) if config.use_journal else None
+    lookup = Lookup(client, limiter, config.settle_s)
+    ledger: SqliteLedger | None = None
     stopper = _Stopper(token)
     remove_callback = token.add_callback(stopper)
     try:
         try:
             try:
-                prepared, keys, resumed = _before_sending(
-                    config, prepared, client=client, limiter=limiter, journal=journal, events=events
-                )
-            except ApiUnusableError as exc:  # nothing sent: still say so in the workbook and the summary
+                prepared = _check_account(config, prepared, client=client, limiter=limiter, events=events)
+                ledger = _open_ledger(config, client, prepared.org) if config.use_journal else None
+                keys, resumed = _resume(config, prepared, ledger, lookup, events)
+            except (ApiUnusableError, LedgerError) as exc:  # nothing sent: say so in the workbook and summary
                 result = _stopped_before_sending(prepared, str(exc))
+                result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
                 result.interrupted = token.cancelled
                 events.emit(Phase.REPORTING, **_counts(result))
-                _finish(config, prepared.sheet, result, started)
+                _finish(config, prepared.sheet, result, started, importing=True)
                 events.finished(result)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
@@ -220,17 +269,30 @@ def run_import(config: ImportConfig) -> ImportResult:
                 batches,
                 client=client,
                 limiter=limiter,
-                journal=journal,
+                journal=ledger,
                 keys=keys,
                 stopper=stopper,
                 events=events,
             )
+            if ledger is not None:
+                events.emit(Phase.SETTLING)
+                _settle_in_this_run(
+                    config,
+                    report,
+                    resumed,
+                    ledger=ledger,
+                    keys=keys,
+                    lookup=lookup,
+                    client=client,
+                    limiter=limiter,
+                )
         finally:
-            if journal is not None:
-                journal.close()
+            if ledger is not None:
+                ledger.close()
             if config.session is None:
                 client.close()
         result = _result_of(prepared, report, resumed)
+        result.ledger = ledger.path if ledger is not None else None
         result.calls += prepared.lookup_calls
         result.interrupted = result.interrupted or token.cancelled
         events.emit(Phase.REPORTING, **_counts(result))
@@ -241,26 +303,80 @@ def run_import(config: ImportConfig) -> ImportResult:
     return result
 
 
-def _before_sending(
+def _check_account(
+    config: ImportConfig, prepared: Prepared, *, client: LsqClient, limiter: RateLimiter, events: _Events
+) -> Prepared:
+    """The checks against the account: keys, host, mapping, rows, look-ups."""
+    events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
+    return preflight(config, prepared, client, limiter, events)
+
+
+def _resume(
+    config: ImportConfig, prepared: Prepared, ledger: SqliteLedger | None, lookup: Lookup, events: _Events
+) -> tuple[dict[int, RowKey], Resume]:
+    """The ledger's word on this file's rows: already in LeadSquared, claimed by another run, or to send."""
+    rows = prepared.validated.rows
+    if ledger is None:
+        return {}, Resume(to_send=list(rows))
+    events.emit(Phase.RECONCILING, rows_failed=len(prepared.validated.failed_rows))
+    origins = row_origins(prepared.sheet, config.input_path)
+    keys = row_keys(rows, origins, ledger)
+    return keys, resume(ledger, rows, keys, origins, lookup, resend=config.resend)
+
+
+def _open_ledger(config: ImportConfig, client: LsqClient, org: str | None) -> SqliteLedger:
+    """The account's ledger (host + org id from UserByAccessKey.Get), or the journal_path override."""
+    environ = config.state_environ if config.state_environ is not None else dict(os.environ)
+    org = org or "unknown"
+    path = config.journal_path or default_ledger_path(client.base_url, org, environ)
+    ledger = SqliteLedger.open(path, client.base_url, org, environ=environ)
+    log.info("ledger: %s", path)
+    return ledger
+
+
+def _settle_in_this_run(
     config: ImportConfig,
-    prepared: Prepared,
+    report: SendReport,
+    resumed: Resume,
     *,
+    ledger: SqliteLedger,
+    keys: dict[int, RowKey],
+    lookup: Lookup,
     client: LsqClient,
     limiter: RateLimiter,
-    journal: Journal | None,
-    events: _Events,
-) -> tuple[Prepared, dict[int, RowKey] | KeysOnDemand, Resume]:
-    """The checks against the account, then the journal's word on rows of earlier runs."""
-    events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
-    prepared = preflight(config, prepared, client, limiter, events)  # keys, host, mapping, rows, look-ups
-    rows = prepared.validated.rows
-    if journal is None:
-        return prepared, {}, Resume(to_send=list(rows))
-    if journal.is_empty():  # nothing to skip: keys only as rows are sent
-        return prepared, KeysOnDemand(rows), Resume(to_send=list(rows))
-    events.emit(Phase.RECONCILING, rows_failed=len(prepared.validated.failed_rows))
-    keys = assign_keys(rows)
-    return prepared, keys, resume(journal, rows, keys, client, limiter, resend=config.resend)
+) -> None:
+    """Look up the rows this run left uncertain, send the absent ones alone; wait for other runs' rows."""
+    if report.uncertain and not report.interrupted and report.ledger_problem is None:
+
+        def send_alone(rows: list[PlannedRow]) -> tuple[list[tuple[PlannedRow, str | None]], list[RowError]]:
+            alone = Sender(client, limiter, max_attempts=config.max_attempts, journal=ledger, keys=keys)
+            again = alone.send(plan_batches(rows, 1))
+            return again.posted, again.errors
+
+        started = report.first_uncertain_at or datetime.now(UTC)
+        try:
+            posted, errors = settle(
+                ledger,
+                report.uncertain,
+                keys,
+                lookup,
+                send_alone,
+                since=started,
+                last=report.last_uncertain_at or started,
+            )
+        except LedgerError as exc:
+            report.ledger_problem = str(exc)
+        else:
+            settled = {row.source_row for row in report.uncertain}
+            report.errors = [e for e in report.errors if e.source_row not in settled] + errors
+            report.posted.extend(posted)
+    if resumed.busy and report.ledger_problem is None:
+        posted_by_others, left = wait_for_others(ledger, resumed.busy, keys)
+        resumed.skipped += posted_by_others
+        if posted_by_others:
+            day = datetime.now(UTC).date().isoformat()
+            resumed.skipped_from[("another run at the same time", day)] += posted_by_others
+        report.errors.extend(left)
 
 
 class _Events:
@@ -343,15 +459,6 @@ def _client_of(config: ImportConfig) -> LsqClient:
     )
 
 
-def _open_journal(config: ImportConfig, base_url: str) -> Journal:
-    path = config.journal_path or default_journal_path(
-        config.input_path, config.mapping_path, base_url, dict(os.environ)
-    )
-    journal = Journal.open(path, base_url)
-    log.info("journal: %s", path)
-    return journal
-
-
 def _send(
     config: ImportConfig,
     prepared: Prepared,
@@ -360,8 +467,8 @@ def _send(
     *,
     client: LsqClient,
     limiter: RateLimiter,
-    journal: Journal | None,
-    keys: dict[int, RowKey] | KeysOnDemand,
+    journal: SqliteLedger | None,
+    keys: dict[int, RowKey],
     stopper: _Stopper,
     events: _Events,
 ) -> SendReport:
@@ -443,7 +550,12 @@ def preflight(
         known_types=types,
         event_code=event if mapping.activity_event.name is not None else None,
     )
-    prepared = replace(prepared, validated=validated, batches=plan_batches(validated.rows, config.batch_size))
+    prepared = replace(
+        prepared,
+        validated=validated,
+        batches=plan_batches(validated.rows, config.batch_size),
+        org=account.identity.org,
+    )
     return _look_up(config, prepared, client, limiter, org=account.identity.org, events=events)
 
 
@@ -521,7 +633,8 @@ def _stopped_before_sending(prepared: Prepared, reason: str) -> ImportResult:
 
 
 def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> ImportResult:
-    errors = prepared.validated.errors + resumed.errors + report.errors
+    sent_errors = _with_earlier_failures(resumed.errors + report.errors, resumed.failed_before)
+    errors = prepared.validated.errors + sent_errors
     result = ImportResult(
         rows_total=len(prepared.sheet),
         rows_posted=len(report.posted),
@@ -532,19 +645,47 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
         calls=report.calls,
         throttled=report.throttled,
         retries=report.retries,
-        stop_reason=None if report.interrupted else report.stop_reason,
+        stop_reason=None if report.interrupted or report.ledger_problem else report.stop_reason,
         interrupted=report.interrupted,
+        ledger_problem=report.ledger_problem,
     )
+    result.skipped_from = [
+        {"file": file, "posted_on": day, "rows": rows}
+        for (file, day), rows in sorted(resumed.skipped_from.items())
+    ]
     result.errors = errors
     return result
 
 
+def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]) -> list[RowError]:
+    """A row that failed again says when it failed before (the ledger keeps failed_at)."""
+    return [
+        replace(
+            e, message=f"{e.message} (it failed in an earlier run too, on {failed_before[e.source_row][:10]})"
+        )
+        if e.source_row in failed_before
+        else e
+        for e in errors
+    ]
+
+
 def _finish(
-    config: ImportConfig, sheet: Sheet, result: ImportResult, started: float, *, sent: bool = False
+    config: ImportConfig,
+    sheet: Sheet,
+    result: ImportResult,
+    started: float,
+    *,
+    sent: bool = False,
+    importing: bool = False,
 ) -> None:
     if result.errors:
         try:
-            result.error_report = write_error_workbook(config.error_report_path, sheet, result.errors)
+            result.error_report = write_error_workbook(
+                config.error_report_path,
+                sheet,
+                result.errors,
+                _origins_of(sheet, config) if importing or sent else None,
+            )
         except OutputError as exc:
             if not sent:
                 raise
@@ -557,6 +698,11 @@ def _finish(
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
         write_json_atomically(config.summary_json, result.summary())
+
+
+def _origins_of(sheet: Sheet, config: ImportConfig) -> dict[int, tuple[str, int]]:
+    """Each row's original file and row, for the workbook of an import run."""
+    return {row: (origin.file, origin.row) for row, origin in row_origins(sheet, config.input_path).items()}
 
 
 def _column_finder(mapping: Mapping) -> Callable[[str], str | None]:

@@ -16,13 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from importer.atomic import write_json_atomically
-from importer.client import base_url
 from importer.errors import ExitStatus, ImporterError, UsageError
 from importer.events import Progress
-from importer.journal import default_journal_path
-from importer.runner import ImportConfig, ImportResult, run_import, validate_file
+from importer.runner import ImportConfig, ImportResult, default_error_report_path, run_import, validate_file
 from importer.schedule import (
-    ERROR_REPORT_SUFFIX,
     archive_name,
     check_archive_dir,
     expand_inputs,
@@ -41,6 +38,7 @@ _SEVERITY = [
     ExitStatus.ROWS_FAILED,
     ExitStatus.INPUT_ERROR,
     ExitStatus.API_UNUSABLE,
+    ExitStatus.LEDGER_ERROR,
     ExitStatus.INTERRUPTED,
 ]
 
@@ -82,9 +80,9 @@ def run_pattern(
     """Import every file `pattern` names with `config` (its input_path is replaced per file).
 
     A plain path is one file, and its errors are raised as they are; with a glob pattern a file
-    that cannot be used is recorded and the next one runs. `config.errors_path`,
-    `config.journal_path` and `config.summary_json` name one file, so with a pattern the first two
-    must be unset and the summary is the combined one. With `archive_dir`, each file whose every
+    that cannot be used is recorded and the next one runs. `config.errors_path` and
+    `config.summary_json` name one file each: with a pattern the first must be unset and the
+    summary is the combined one. With `archive_dir`, each file whose every
     row is settled is moved there, its error workbook beside it.
     """
     env = dict(os.environ if environ is None else environ)
@@ -94,8 +92,8 @@ def run_pattern(
     if not inputs:
         log.warning("no file matches '%s': nothing to do", pattern)
         return result
-    if len(inputs) > 1 and (config.errors_path or config.journal_path):
-        raise UsageError("errors_path and journal_path name one file; with a pattern each input gets its own")
+    if len(inputs) > 1 and config.errors_path:
+        raise UsageError("errors_path names one file; with a pattern each input gets its own workbook")
     if archive_dir is not None:
         check_archive_dir(archive_dir)
     for index, path in enumerate(inputs):
@@ -129,11 +127,12 @@ def run_pattern(
         summary = {"input": str(path), **outcome.summary()}
         if archived is not None and _settled(outcome):
             summary["archived_to"] = str(move_to_archive(path, archived))
+            _archive_workbook(outcome, archived, summary)
         result.results.append((path, outcome))
         result.summaries.append(summary)
         if on_file_done is not None:
             on_file_done(path, outcome, summary)
-        if outcome.exit_status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE):
+        if outcome.exit_status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE, ExitStatus.LEDGER_ERROR):
             break  # the account or the user said stop: the next file would stop too
     if is_pattern and config.summary_json is not None:
         write_json_atomically(config.summary_json, result.summary())
@@ -173,6 +172,14 @@ def validate_pattern(
     return result
 
 
+def _archive_workbook(result: ImportResult, archived: Path, summary: dict[str, object]) -> None:
+    """A file's error workbook stays beside it: moved along into the archive."""
+    if result.error_report and Path(result.error_report).exists():
+        target = default_error_report_path(archived)
+        result.error_report = move_to_archive(Path(result.error_report), target)
+        summary["error_report"] = str(result.error_report)
+
+
 @dataclass(frozen=True)
 class _FileConfig:
     config: ImportConfig
@@ -190,18 +197,11 @@ def _config_for(
     env: dict[str, str],
 ) -> _FileConfig:
     archived = archive_name(path, archive_dir, datetime.now(UTC)) if archive_dir is not None else None
-    errors_path = config.errors_path or (
-        archived.with_name(archived.stem + ERROR_REPORT_SUFFIX) if archived else None
-    )
-    journal_path = config.journal_path
-    if journal_path is None and config.use_journal and config.host:
-        journal_path = default_journal_path(path, config.mapping_path, base_url(config.host), env)
     return _FileConfig(
         replace(
             config,
             input_path=path,
-            errors_path=errors_path,
-            journal_path=journal_path,
+            state_environ=config.state_environ if config.state_environ is not None else env,
             summary_json=None if is_pattern else config.summary_json,
             on_progress=_numbered(config, index, count),
         ),

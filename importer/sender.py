@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from importer.client import UNKNOWN_ADVICE, LsqClient, Outcome, Reply, ReplyKind, RowResult
-from importer.journal import Journal, RowKey, RowState
+from importer.client import LsqClient
+from importer.ledger import Ledger, LedgerError, Record, RowKey, RowState
 from importer.planner import Batch
 from importer.records import PlannedRow, RowError, Stage
+from importer.replies import UNKNOWN_ADVICE, Outcome, Reply, ReplyKind, RowResult
 from importer.throttle import RateLimiter, Sleep, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class SendReport:
     retries: int = 0
     stop_reason: str | None = None  # set when the run stopped early (401, unreachable host)
     interrupted: bool = False
+    ledger_problem: str | None = None  # the ledger could not be written: sending stopped
+    uncertain: list[PlannedRow] = field(default_factory=list)  # rows of unknown outcome, to settle
+    first_uncertain_at: datetime | None = None  # when the first call of unknown outcome started
+    last_uncertain_at: datetime | None = None  # when the last one ended
 
     def count(self, stage: Stage) -> int:
         return sum(1 for error in self.errors if error.stage is stage)
@@ -65,7 +71,7 @@ class Sender:
         sleep: Sleep = time.sleep,
         rng: random.Random | None = None,
         column_of: ColumnOf = lambda message: None,
-        journal: Journal | None = None,
+        journal: Ledger | None = None,
         keys: Mapping[int, RowKey] | None = None,
         on_batch_done: Callable[[Batch], None] = lambda batch: None,
     ) -> None:
@@ -164,6 +170,11 @@ class Sender:
                     self._send_rows(batch.opportunity_id, list(batch.rows))
                 except _Stopped:
                     break
+                except LedgerError as exc:  # one clear message, no traceback; rows in flight stay unknown
+                    with self._lock:
+                        self._report.ledger_problem = self._report.ledger_problem or str(exc)
+                    self._stop_run(str(exc))
+                    break
                 except Exception as exc:  # a bug must not lose rows: what may have been sent is unknown
                     log.exception("unexpected error while sending")
                     message = f"internal error while sending ({type(exc).__name__}); {UNKNOWN_ADVICE}"
@@ -192,6 +203,7 @@ class Sender:
             if self._stop.is_set():
                 raise _Stopped
             self._mark_sending(rows)
+            started = datetime.now(UTC)
             with self._lock:
                 self._report.calls += 1
                 self._in_flight[threading.get_ident()] = rows
@@ -201,10 +213,14 @@ class Sender:
                 with self._lock:
                     self._in_flight.pop(threading.get_ident(), None)
             if reply.kind is ReplyKind.ROWS:
+                self._note_uncertain(reply, started)
                 return reply
             self._mark_pending(rows)
             if reply.kind is ReplyKind.AUTH:
                 self._stop_run(f"LeadSquared refused the API keys: {reply.message}")
+                raise _Stopped
+            if reply.kind is ReplyKind.STOP:
+                self._stop_run(reply.message)
                 raise _Stopped
             if attempt < self._max_attempts:
                 self._wait_before_retry(reply, attempt)
@@ -217,7 +233,10 @@ class Sender:
             if reply.kind is ReplyKind.THROTTLED:
                 self._report.throttled += 1
         if reply.kind is ReplyKind.THROTTLED:
-            log.info("429 from LeadSquared: pausing every call for the rate-limit window")
+            log.info("throttled by LeadSquared (%s): pausing every call for the window", reply.message)
+            lower_to = getattr(self._limiter, "lower_to", None)  # the account-wide limiter learns the limit
+            if reply.limit is not None and callable(lower_to):
+                lower_to(reply.limit, source="LeadSquared's throttle message")
             self._limiter.pause(reply.retry_after)
             return
         delay = backoff_delay(attempt, rng=self._rng)
@@ -234,7 +253,14 @@ class Sender:
         else:
             self._stop_run(f"{reply.message} after {self._max_attempts} attempts")
 
-    # --- bookkeeping: the report and the journal, shared by the workers
+    # --- bookkeeping: the report and the ledger, shared by the workers
+
+    def _note_uncertain(self, reply: Reply, started: datetime) -> None:
+        if any(row.outcome is Outcome.UNKNOWN for row in reply.rows):
+            with self._lock:
+                first = self._report.first_uncertain_at
+                self._report.first_uncertain_at = min(first, started) if first else started
+                self._report.last_uncertain_at = datetime.now(UTC)
 
     def _mark_sending(self, rows: list[PlannedRow]) -> None:
         self._journal_write(rows, RowState.SENDING)
@@ -244,7 +270,7 @@ class Sender:
 
     def _journal_write(self, rows: list[PlannedRow], state: RowState) -> None:
         if self._journal is not None:
-            self._journal.record([(self._keys[row.source_row], row, state, None, None) for row in rows])
+            self._journal.record([Record(self._keys[row.source_row], row, state) for row in rows])
 
     def _record(self, outcomes: list[tuple[PlannedRow, RowResult]]) -> None:
         with self._lock:
@@ -255,10 +281,12 @@ class Sender:
                     self._report.posted.append((row, result.activity_id))
                 else:
                     self._report.errors.append(self._row_error(row, result))
+                if result.outcome is Outcome.UNKNOWN:
+                    self._report.uncertain.append(row)
         if self._journal is not None and fresh:
             self._journal.record(
                 [
-                    (
+                    Record(
                         self._keys[row.source_row],
                         row,
                         _STATE_OF[result.outcome],
@@ -290,4 +318,5 @@ def _should_split(reply: Reply, rows: list[PlannedRow]) -> bool:
     if not reply.whole_call or len(rows) < 2:
         return False
     message = (reply.rows[0].message or "").casefold()
-    return "opportunit" not in message and rows[0].opportunity_id.casefold() not in message
+    about_the_target = ("opportunit", "lead", rows[0].opportunity_id.casefold())
+    return not any(word in message for word in about_the_target)

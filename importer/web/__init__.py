@@ -18,7 +18,7 @@ import uvicorn
 from importer.account import MetadataSettings, default_cache_dir
 from importer.client import HOST_ENV, Credentials
 from importer.errors import UsageError
-from importer.journal import state_dir
+from importer.ledger import state_dir
 from importer.sandbox import Sandbox
 from importer.throttle import RateLimit
 from importer.web.app import DEFAULT_MAX_UPLOAD_BYTES, Settings, WebApp

@@ -1,7 +1,7 @@
 """The web page: upload a sheet, map it, preview it, import it, download the rows that failed.
 
 Every step calls the library the CLI uses (`importer.runner`, `importer.init_mapping`,
-`importer.metadata`, `importer.mapping`); this module only turns forms into those calls and their
+`importer.account`, `importer.mapping`); this module only turns forms into those calls and their
 results into pages. Keys stay in the server: the page never sees them.
 """
 
@@ -34,6 +34,7 @@ from importer.atomic import write_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ImporterError
 from importer.init_mapping import guess_column, guess_format, match_fields
+from importer.ledger import STATE_DIR_ENV
 from importer.loader import load_sheet
 from importer.mapping import load_mapping
 from importer.records import Sheet
@@ -417,20 +418,9 @@ class WebApp:
             errors_path=self.store.errors_path(state),
             metadata=self.settings.metadata,
             online=True,
-            journal_path=self._journal_path(),
+            # the account's ledger, in the same state folder: exactly once whatever the upload is called
+            state_environ={STATE_DIR_ENV: str(self.settings.state_dir)},
         )
-
-    def _journal_path(self) -> Path | None:
-        """Which record of posted rows the run uses, so no row is posted twice whatever the file is called.
-
-        Once the account-wide ledger (importer/ledger.py) is in, the library's default is it: None.
-        Until then the default is one journal per input file, and every upload is a new file here,
-        so the page keeps one journal per account host for all its imports.
-        """
-        if importlib.util.find_spec("importer.ledger") is not None:
-            return None
-        name = re.sub(r"[^A-Za-z0-9.-]+", "_", _shown_host(self.settings.host))
-        return self.settings.state_dir / "web" / f"journal-{name}.sqlite"
 
     def _save_built_mapping(self, form: Any) -> str:
         name = " ".join(str(form.get("save_as", "")).split())

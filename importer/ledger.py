@@ -1,0 +1,570 @@
+"""The ledger: one record per LeadSquared account of every row ever sent there, so no row posts twice.
+
+A row's identity is its content: a digest of its opportunity id and exact payload, plus its
+occurrence among identical rows of the input (three identical rows are three activities). The
+identity does not depend on the file's path, name or format, nor on the mapping's file name, so
+every run on one account (CLI, Python, web page) shares one ledger:
+`state_dir / "ledgers" / "<host>-<org id>.sqlite"`.
+
+States move pending -> sending -> posted | failed | unknown; "sending" is committed before a
+request leaves, so a crash leaves evidence of every request that may have been made. A posted
+row keeps its activity id (when known), when, and the file and row it came from; a failed one
+keeps when and why. Runs may overlap: a run claims its rows atomically (BEGIN IMMEDIATE) before
+sending; another live run's claim is never sent, a dead run's claim is settled by look-up.
+
+`Ledger` is the interface the rest of the importer uses; `SqliteLedger` is the embedded default.
+Older versions kept one journal per input file under `state_dir / "journals"`; the first time an
+account's ledger is created, the rows those journals hold for the same host are copied into it,
+so upgrading never posts a row twice. The old files are left as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from importer.errors import ExitStatus, ImporterError, UsageError
+from importer.gcpause import gc_paused
+from importer.records import ActivityBody, PlannedRow
+
+log = logging.getLogger(__name__)
+
+STATE_DIR_ENV = "LSQ_IMPORT_STATE_DIR"
+SCHEMA_VERSION = "2"
+HEARTBEAT_S = 15.0  # a live run refreshes its claim this often
+DEAD_AFTER_S = 120.0  # a claim whose heartbeat is older belongs to a dead run (other machines)
+
+
+class RowState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    POSTED = "posted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RowKey:
+    digest: str
+    occurrence: int
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a row came from: the input's file name and the row number the spreadsheet shows."""
+
+    file: str
+    row: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the ledger knows of one row."""
+
+    state: RowState
+    activity_id: str | None = None
+    posted_at: str | None = None
+    origin: Origin | None = None
+    failed_at: str | None = None
+    message: str | None = None
+    updated_at: str | None = None
+
+
+class Claim(StrEnum):
+    """What a run may do with a row it asked to claim."""
+
+    SEND = "send"  # claimed: never sent, or rejected before
+    CHECK = "check"  # claimed, but an earlier call may have created it: look it up first
+    POSTED = "posted"  # already in LeadSquared: skip
+    BUSY = "busy"  # another live run is sending it
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row's new state, as the sender writes it."""
+
+    key: RowKey
+    row: PlannedRow
+    state: RowState
+    activity_id: str | None = None
+    message: str | None = None
+
+
+class LedgerError(ImporterError):
+    """The ledger file cannot be read or written (disk full, read-only, damaged)."""
+
+    exit_status = ExitStatus.LEDGER_ERROR
+
+
+class Ledger(Protocol):
+    """What the importer needs of a ledger; SQLite now, a shared database later."""
+
+    path: Path
+
+    def claim(
+        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False
+    ) -> dict[RowKey, Claim]: ...
+    def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]: ...
+    def find_origins(self, origins: Iterable[tuple[str, Origin]]) -> dict[tuple[str, Origin], RowKey]: ...
+    def record(self, records: list[Record]) -> None: ...
+    def posted_on(self, opportunity_id: str, event: int) -> tuple[set[str], list[ActivityBody]]: ...
+    def claimed_by_others(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
+    def close(self) -> None: ...
+
+
+def content_digest(opportunity_id: str, body: ActivityBody) -> str:
+    canonical = json.dumps([opportunity_id, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
+    """The content key of each row, by source row; identical rows get occurrences 0, 1, 2..."""
+    seen: dict[str, int] = {}
+    keys = {}
+    with gc_paused():
+        for row in rows:
+            digest = content_digest(row.opportunity_id, row.body)
+            occurrence = seen.get(digest, 0)
+            seen[digest] = occurrence + 1
+            keys[row.source_row] = RowKey(digest, occurrence)
+    return keys
+
+
+def state_dir(environ: dict[str, str]) -> Path:
+    if environ.get(STATE_DIR_ENV):
+        return Path(environ[STATE_DIR_ENV])
+    base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "lsq-import"
+
+
+def account_name(base_url: str, org_id: str | None) -> str:
+    """'https://API-in21.leadsquared.com/' + org 10001 -> 'api-in21.leadsquared.com-10001'."""
+    host = base_url.split("://", 1)[-1].strip("/").lower().replace(":", "_")
+    return f"{host}-{org_id}" if org_id else host
+
+
+def default_ledger_path(base_url: str, org_id: str | None, environ: dict[str, str]) -> Path:
+    """One ledger per account: normalised host and org id, under the user's state folder."""
+    return state_dir(environ) / "ledgers" / f"{account_name(base_url, org_id)}.sqlite"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, hostname TEXT NOT NULL,
+    process_started REAL, started_at TEXT NOT NULL, heartbeat REAL NOT NULL, finished INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS rows (
+    digest TEXT NOT NULL,
+    occurrence INTEGER NOT NULL,
+    opportunity_id TEXT NOT NULL,
+    event INTEGER,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    activity_id TEXT,
+    posted_at TEXT,
+    source_file TEXT,
+    source_row INTEGER,
+    failed_at TEXT,
+    message TEXT,
+    claim_run TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (digest, occurrence)
+);
+CREATE INDEX IF NOT EXISTS rows_by_opportunity ON rows (opportunity_id, event);
+CREATE INDEX IF NOT EXISTS rows_by_origin ON rows (source_file, source_row);
+CREATE INDEX IF NOT EXISTS rows_by_claim ON rows (claim_run) WHERE claim_run IS NOT NULL;
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _process_started(pid: int) -> float | None:
+    """The start time of a process (clock ticks since boot, Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return float(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SqliteLedger:
+    """The ledger in one SQLite file (WAL), shared by the sender's threads and by concurrent runs."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self.run_id = uuid.uuid4().hex
+        self._db = connection
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stop_heartbeat = threading.Event()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        base_url: str,
+        org_id: str | None = None,
+        *,
+        environ: dict[str, str] | None = None,
+    ) -> SqliteLedger:
+        """Open (or create) the ledger at `path` for the account (host, org); register this run."""
+        path = Path(path)
+        created = not path.exists() or path.stat().st_size == 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise _trouble(path, exc) from None
+        ledger = cls(path, connection)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+            connection.executescript(_SCHEMA)
+            ledger._check_account(base_url, org_id)
+            if created and environ is not None:
+                ledger._adopt_journals(state_dir(environ) / "journals", base_url)
+            ledger._register()
+        except sqlite3.Error as exc:
+            connection.close()
+            raise _trouble(path, exc) from None
+        except ImporterError:
+            connection.close()
+            raise
+        threading.Thread(target=ledger._beat, daemon=True, name="ledger-heartbeat").start()
+        return ledger
+
+    def close(self) -> None:
+        """End this run: release its claims (rows left are anyone's), mark it finished."""
+        self._stop_heartbeat.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(sqlite3.Error), self._transaction():
+                self._db.execute("UPDATE rows SET claim_run = NULL WHERE claim_run = ?", (self.run_id,))
+                self._db.execute("UPDATE runs SET finished = 1 WHERE run_id = ?", (self.run_id,))
+            self._db.close()
+
+    def __enter__(self) -> SqliteLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- opening
+
+    def _check_account(self, base_url: str, org_id: str | None) -> None:
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        account = account_name(base_url, org_id)
+        if not meta:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO meta VALUES (?, ?)", [("account", account), ("schema", SCHEMA_VERSION)]
+                )
+            return
+        if meta.get("schema") != SCHEMA_VERSION or "account" not in meta:
+            raise LedgerError(
+                f"{self.path}: not an lsq-import ledger (an older journal?); give another --journal path"
+            )
+        if meta["account"] != account:
+            raise UsageError(
+                f"{self.path}: this ledger records imports to {meta['account']}, not {account}; "
+                "use another --journal for another account"
+            )
+
+    def _adopt_journals(self, folder: Path, base_url: str) -> None:
+        """Copy what the per-file journals of older versions know for this host into a new ledger."""
+        if not folder.is_dir():
+            return
+        for journal in sorted(folder.glob("*.sqlite")):
+            try:
+                self._adopt(journal, base_url)
+            except sqlite3.Error as exc:
+                log.warning(
+                    "%s: old journal not read (%s); its rows are looked up when sent again", journal, exc
+                )
+
+    def _adopt(self, journal: Path, base_url: str) -> None:
+        self._db.execute("ATTACH DATABASE ? AS old", (f"file:{journal}?mode=ro",))
+        try:
+            host = self._db.execute("SELECT value FROM old.meta WHERE key = 'host'").fetchone()
+            if host is None or host[0].lower().rstrip("/") != base_url.lower().rstrip("/"):
+                return
+            name = journal.stem.rsplit("-", 1)[0]
+            with self._transaction():
+                copied = self._db.execute(
+                    "INSERT OR IGNORE INTO rows (digest, occurrence, opportunity_id, event, body, state, "
+                    "activity_id, posted_at, source_file, source_row, message, updated_at) "
+                    "SELECT digest, occurrence, opportunity_id, json_extract(body, '$.ActivityEvent'), body, "
+                    "CASE state WHEN 'pending' THEN 'pending' WHEN 'failed' THEN 'failed' "
+                    "WHEN 'posted' THEN 'posted' ELSE 'unknown' END, activity_id, "
+                    "CASE state WHEN 'posted' THEN updated_at END, ?, source_row, message, updated_at "
+                    "FROM old.rows",
+                    (name,),
+                ).rowcount
+            log.info("%s: %d rows of the old journal copied into the ledger %s", journal, copied, self.path)
+        finally:
+            self._db.execute("DETACH DATABASE old")
+
+    def _register(self) -> None:
+        pid = os.getpid()
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (self.run_id, pid, socket.gethostname(), _process_started(pid), _now(), time.time()),
+            )
+
+    def _beat(self) -> None:
+        while not self._stop_heartbeat.wait(HEARTBEAT_S):
+            with self._lock:
+                if self._closed:
+                    return
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute(
+                        "UPDATE runs SET heartbeat = ? WHERE run_id = ?", (time.time(), self.run_id)
+                    )
+
+    # --- reading
+
+    def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]:
+        """What the ledger knows of each key it holds (a join: ledgers grow nightly)."""
+        with self._guard():
+            self._fill_wanted(keys)
+            found = self._db.execute(
+                "SELECT r.digest, r.occurrence, state, activity_id, posted_at, source_file, source_row, "
+                "failed_at, message, updated_at FROM temp.wanted w "
+                "JOIN rows r ON r.digest = w.digest AND r.occurrence = w.occurrence"
+            ).fetchall()
+        return {
+            RowKey(d, o): Entry(
+                RowState(state),
+                activity_id,
+                posted_at,
+                Origin(file, row) if file is not None else None,
+                failed_at,
+                message,
+                updated,
+            )
+            for d, o, state, activity_id, posted_at, file, row, failed_at, message, updated in found
+        }
+
+    def find_origins(self, origins: Iterable[tuple[str, Origin]]) -> dict[tuple[str, Origin], RowKey]:
+        """The key recorded for (digest, origin): how a re-fed error workbook finds its rows."""
+        result: dict[tuple[str, Origin], RowKey] = {}
+        with self._guard():
+            for digest, origin in origins:
+                hit = self._db.execute(
+                    "SELECT occurrence FROM rows WHERE source_file = ? AND source_row = ? AND digest = ?",
+                    (origin.file, origin.row, digest),
+                ).fetchone()
+                if hit is not None:
+                    result[(digest, origin)] = RowKey(digest, hit[0])
+        return result
+
+    def posted_on(self, opportunity_id: str, event: int) -> tuple[set[str], list[ActivityBody]]:
+        """Rows of one opportunity and event already posted: their activity ids, and the bodies of
+        those posted without a known id (count-only replies), oldest first."""
+        with self._guard():
+            found = self._db.execute(
+                "SELECT body, activity_id FROM rows WHERE opportunity_id = ? AND event = ? AND state = ? "
+                "ORDER BY rowid",
+                (opportunity_id, event, RowState.POSTED.value),
+            ).fetchall()
+        ids = {activity_id for _body, activity_id in found if activity_id}
+        return ids, [json.loads(body) for body, activity_id in found if not activity_id]
+
+    def claimed_by_others(self, keys: Iterable[RowKey]) -> set[RowKey]:
+        """Which of `keys` a live other run still holds (and has not settled)."""
+        with self._guard():
+            self._fill_wanted(keys)
+            found = self._db.execute(
+                "SELECT r.digest, r.occurrence, r.claim_run FROM temp.wanted w JOIN rows r "
+                "ON r.digest = w.digest AND r.occurrence = w.occurrence "
+                "WHERE r.claim_run IS NOT NULL AND r.claim_run != ? AND r.state != 'posted'",
+                (self.run_id,),
+            ).fetchall()
+            alive = self._alive({run for _d, _o, run in found})
+        return {RowKey(d, o) for d, o, run in found if run in alive}
+
+    # --- claiming and recording
+
+    def claim(
+        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False
+    ) -> dict[RowKey, Claim]:
+        """Claim every row this run may send, in one transaction; say what may be done with each."""
+        now = _now()
+        with self._guard():
+            self._db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS wanted_rows (digest TEXT, occurrence INTEGER, "
+                "opportunity_id TEXT, event INTEGER, body TEXT, source_file TEXT, source_row INTEGER)"
+            )
+            with self._transaction():
+                self._db.execute("DELETE FROM temp.wanted_rows")
+                self._db.executemany(
+                    "INSERT INTO temp.wanted_rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (
+                            key.digest,
+                            key.occurrence,
+                            row.opportunity_id,
+                            row.body.get("ActivityEvent"),
+                            json.dumps(row.body, ensure_ascii=False),
+                            origin.file,
+                            origin.row,
+                        )
+                        for key, row, origin in rows
+                    ),
+                )
+                existing = self._db.execute(
+                    "SELECT r.digest, r.occurrence, r.state, r.claim_run FROM temp.wanted_rows w "
+                    "JOIN rows r ON r.digest = w.digest AND r.occurrence = w.occurrence"
+                ).fetchall()
+                alive = self._alive({run for *_, run in existing if run and run != self.run_id})
+                claims = {}
+                for digest, occurrence, state, run in existing:
+                    claims[RowKey(digest, occurrence)] = _claim_of(RowState(state), run, alive, resend=resend)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO rows (digest, occurrence, opportunity_id, event, body, state, "
+                    "source_file, source_row, claim_run, updated_at) SELECT digest, occurrence, "
+                    "opportunity_id, event, body, 'pending', source_file, source_row, ?, ? FROM temp.wanted_rows",
+                    (self.run_id, now),
+                )
+                taken = [(self.run_id, k.digest, k.occurrence) for k, c in claims.items() if c in _MINE]
+                self._db.executemany(
+                    "UPDATE rows SET claim_run = ? WHERE digest = ? AND occurrence = ?", taken
+                )
+        return {key: claims.get(key, Claim.SEND) for key, _row, _origin in rows}
+
+    def record(self, records: list[Record]) -> None:
+        """Write the state of several rows in one transaction."""
+        now = _now()
+        values = [
+            (
+                r.state.value,
+                r.activity_id,
+                now if r.state is RowState.POSTED else None,
+                now if r.state is RowState.FAILED else None,
+                r.message,
+                None if r.state in (RowState.POSTED, RowState.FAILED) else self.run_id,
+                now,
+                r.key.digest,
+                r.key.occurrence,
+            )
+            for r in records
+        ]
+        with self._guard():
+            if self._closed:  # a worker abandoned by a second Ctrl-C answers after the run ended
+                return
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE rows SET state = ?1, activity_id = COALESCE(?2, activity_id), "
+                    "posted_at = COALESCE(?3, CASE WHEN ?1 = 'posted' THEN posted_at END), "
+                    "failed_at = COALESCE(?4, failed_at), message = COALESCE(?5, message), "
+                    "claim_run = ?6, updated_at = ?7 WHERE digest = ?8 AND occurrence = ?9",
+                    values,
+                )
+
+    # --- helpers
+
+    def _fill_wanted(self, keys: Iterable[RowKey]) -> None:
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (digest TEXT, occurrence INTEGER)")
+        self._db.execute("DELETE FROM temp.wanted")
+        self._db.executemany(
+            "INSERT INTO temp.wanted VALUES (?, ?)", ((k.digest, k.occurrence) for k in keys)
+        )
+
+    def _alive(self, run_ids: set[str]) -> set[str]:
+        """Which of these runs are still running: same machine by pid and start time, else heartbeat."""
+        alive = set()
+        here = socket.gethostname()
+        for run_id in run_ids:
+            found = self._db.execute(
+                "SELECT pid, hostname, process_started, heartbeat, finished FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if found is None or found[4]:
+                continue
+            pid, host, started, heartbeat, _finished = found
+            if host == here:
+                if _pid_alive(pid) and (started is None or _process_started(pid) in (None, started)):
+                    alive.add(run_id)
+            elif time.time() - heartbeat < DEAD_AFTER_S:
+                alive.add(run_id)
+        return alive
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Serialise the threads, and turn any SQLite failure into one clear LedgerError."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise _trouble(self.path, exc) from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+_MINE = (Claim.SEND, Claim.CHECK)
+
+
+def _claim_of(state: RowState, run: str | None, alive: set[str], *, resend: bool) -> Claim:
+    if run is not None and run in alive:
+        return Claim.BUSY
+    if state is RowState.POSTED:
+        return Claim.SEND if resend else Claim.POSTED
+    if state in (RowState.SENDING, RowState.UNKNOWN):
+        return Claim.SEND if resend else Claim.CHECK
+    return Claim.SEND
+
+
+def _trouble(path: Path, exc: BaseException) -> LedgerError:
+    text = str(exc).lower()
+    if "full" in text or getattr(exc, "errno", None) == 28:
+        advice = "the disk is full: free some space and run again"
+    elif "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        advice = (
+            "the file or its folder is read-only: make it writable (or pass --journal PATH) and run again"
+        )
+    elif "malformed" in text or "not a database" in text:
+        advice = "the file is damaged: restore it from a backup, or move it aside to start a new ledger"
+    else:
+        advice = "check the file and its folder, then run again"
+    return LedgerError(
+        f"{path}: the ledger cannot be used ({exc}); {advice}. Rows already sent stay recorded; "
+        "the run stopped sending"
+    )
