@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from tqdm import tqdm
@@ -29,7 +30,7 @@ from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
 from importer.resume import Resume, resume
 from importer.sender import Sender, SendReport
-from importer.throttle import RateLimit, RateLimiter
+from importer.throttle import AccountLimiter, RateLimit, RateLimiter, limits_path
 from importer.validate import Validated, validate_sheet
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class ImportConfig:
     )
     use_journal: bool = True  # False: no journal, so no skipping of rows posted before
     resend: bool = False  # send rows again even if the journal says they were posted
+    rate_limit_explicit: bool = False  # the user set --rate-limit: never raised, not replaced by memory
+    daily_limit: int | None = None  # calls a day the account may make (default: the remembered value)
+    state_dir: Path | None = None  # where the account's shared limiter lives (default: journal.state_dir)
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
@@ -181,12 +185,15 @@ def run_import(config: ImportConfig) -> ImportResult:
         timeout=config.timeout,
         ca_bundle=config.ca_bundle,
     )
-    limiter = RateLimiter(config.rate_limit)
+    limiter = AccountLimiter(
+        config.rate_limit, explicit=config.rate_limit_explicit, daily_limit=config.daily_limit
+    )
     journal = _open_journal(config, client.base_url) if config.use_journal else None
     ctrl_c = _CtrlC()
     with ctrl_c_calls(ctrl_c):
         try:
             try:
+                _share_limiter(config, client, limiter)
                 prepared = preflight(
                     config, prepared, client, limiter
                 )  # keys, host, mapping, rows vs the account
@@ -203,6 +210,9 @@ def run_import(config: ImportConfig) -> ImportResult:
                 _finish(config, prepared.sheet, result, started)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
+            quota_note = limiter.plan(len(batches), carried_over=journal is not None)
+            if quota_note:
+                log.warning("%s", quota_note)
             report = _send(
                 config,
                 prepared.mapping,
@@ -214,6 +224,7 @@ def run_import(config: ImportConfig) -> ImportResult:
                 ctrl_c=ctrl_c,
             )
         finally:
+            limiter.close()
             if journal is not None:
                 journal.close()
             if config.session is None:
@@ -247,6 +258,27 @@ class _CtrlC:
             log.warning("Ctrl-C: stopping before any row is sent (Ctrl-C again to stop at once)")
 
 
+def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimiter) -> None:
+    """Say which account and host are used, and share the account's limiter with its other runs."""
+    from importer.journal import state_dir  # noqa: PLC0415 - the ledger may move it: looked up late
+    from importer.metadata import check_keys, host_of  # noqa: PLC0415 - metadata imports this module
+
+    asked: dict[str, Any] = {}
+    who_am_i = client.who_am_i
+
+    def who_am_i_once(**kwargs: Any) -> dict[str, Any]:  # preflight asks again: one call per run
+        if not asked:
+            asked.update(who_am_i(**kwargs))
+        return asked
+
+    client.who_am_i = who_am_i_once  # type: ignore[method-assign]
+    identity = check_keys(client, limiter, config.max_attempts)
+    host = host_of(client.base_url)
+    log.warning("Checking keys on %s: %s, org %s", host, identity.user, identity.org or "unknown")
+    folder = config.state_dir or state_dir(dict(os.environ))
+    limiter.attach(limits_path(folder, host, identity.org))
+
+
 def _open_journal(config: ImportConfig, base_url: str) -> Journal:
     path = config.journal_path or default_journal_path(
         config.input_path, config.mapping_path, base_url, dict(os.environ)
@@ -269,19 +301,21 @@ def _send(
 ) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
     # calls go out at once, and the limit, not the network, sets the pace after that.
-    seconds_per_call = limiter.window / limiter.limit.calls
+    def seconds_per_call() -> float:  # the limit in force: it drops when LeadSquared names a lower one
+        return limiter.window / limiter.limit.calls
+
     with tqdm(
         total=len(batches),
         unit="call",
         disable=not config.progress,
         leave=False,
-        postfix=tqdm.format_interval(len(batches) * seconds_per_call),
+        postfix=tqdm.format_interval(len(batches) * seconds_per_call()),
         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
     ) as bar:
 
         def on_batch_done(_batch: Batch) -> None:
             bar.set_postfix_str(
-                tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call), refresh=False
+                tqdm.format_interval((bar.total - bar.n - 1) * seconds_per_call()), refresh=False
             )
             bar.update()
 

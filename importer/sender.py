@@ -20,7 +20,7 @@ from importer.client import UNKNOWN_ADVICE, LsqClient, Outcome, Reply, ReplyKind
 from importer.journal import Journal, RowKey, RowState
 from importer.planner import Batch
 from importer.records import PlannedRow, RowError, Stage
-from importer.throttle import RateLimiter, Sleep, backoff_delay
+from importer.throttle import DailyCapReached, RateLimit, RateLimiter, Sleep, backoff_delay, limit_in
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,11 @@ class Sender:
         """One call, repeated only when nothing can have been created; raises _Stopped."""
         bodies = [row.body for row in rows]
         for attempt in range(1, self._max_attempts + 1):
-            self._limiter.acquire()
+            try:
+                self._limiter.acquire()
+            except DailyCapReached as exc:  # the day's quota is spent: the rows left wait for the next run
+                self._stop_run(str(exc))
+                raise _Stopped from None
             if self._stop.is_set():
                 raise _Stopped
             self._mark_sending(rows)
@@ -201,6 +205,7 @@ class Sender:
                 with self._lock:
                     self._in_flight.pop(threading.get_ident(), None)
             if reply.kind is ReplyKind.ROWS:
+                self._limiter.answered()
                 return reply
             self._mark_pending(rows)
             if reply.kind is ReplyKind.AUTH:
@@ -217,19 +222,27 @@ class Sender:
             if reply.kind is ReplyKind.THROTTLED:
                 self._report.throttled += 1
         if reply.kind is ReplyKind.THROTTLED:
-            log.info("429 from LeadSquared: pausing every call for the rate-limit window")
-            self._limiter.pause(reply.retry_after)
+            self._throttled(reply)
             return
         delay = backoff_delay(attempt, rng=self._rng)
-        log.info("%s; retrying in %.1f s", reply.message, delay)
+        log.warning("%s; retrying in %.1f s", reply.message, delay)
         self._sleep(delay)
+
+    def _throttled(self, reply: Reply) -> None:
+        """Drop to the limit LeadSquared names (for the rest of the run, and the account's next runs)."""
+        named = getattr(reply, "limit", None)  # Reply.limit, parsed by the reply reader
+        limit = RateLimit(*named) if named else limit_in(reply.message)
+        if limit is not None:
+            self._limiter.lower_to(limit, source="LeadSquared's throttle message")
+        log.warning("LeadSquared throttled a call (%s): pausing every call on the account", reply.message)
+        self._limiter.pause(reply.retry_after)
 
     def _give_up(self, reply: Reply) -> None:
         if reply.kind is ReplyKind.THROTTLED:
             with self._lock:
                 self._report.throttled += 1
             self._stop_run(
-                f"still throttled (429) after {self._max_attempts} attempts; the next run sends the rest"
+                f"still throttled after {self._max_attempts} attempts; the next run sends the rest"
             )
         else:
             self._stop_run(f"{reply.message} after {self._max_attempts} attempts")

@@ -128,6 +128,7 @@ def backoff_delay(
 
 _LIMIT_MESSAGE = re.compile(r"exceeded the limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s+second", re.IGNORECASE)
 _DAY = 86_400.0
+_CAP_WAVES = 3  # refusals each after a full window's wait, before a throttle counts as the daily cap
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS starts (at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS starts_at ON starts (at);
@@ -321,19 +322,28 @@ class AccountLimiter(RateLimiter):
         self._put("day_calls", (self._get("day_calls") or 0) + 1)
 
     def pause(self, seconds: float | None = None) -> None:
-        """A throttled answer: hold every caller on the account back; a refusal outlasting a window is the cap."""
+        """A throttled answer: hold every caller on the account back for a window.
+
+        Refusals that outlast the waits are the daily cap: refused, a window of silence, refused
+        again, another window, and refused a third time means the quota is spent, not the rate.
+        """
         with self._lock, _immediate(self._db):
             now = self._clock()
-            until = now + (self.window if seconds is None else seconds)
-            self._put("paused_until", max(self._get("paused_until") or 0.0, until))
-            since = self._get("refused_since")
-            if since is None:
+            paused = self._get("paused_until") or 0.0
+            waves = 1 if self._get("refused_since") is None else int(self._get("refusals") or 1)
+            if self._get("refused_since") is None:
                 self._put("refused_since", now)
-            elif now - since >= self.window:  # waited a whole window and still refused: the day is spent
+            elif now >= paused:  # refused again after a whole pause: a new wave, not a late answer
+                waves += 1
+            self._put("refusals", waves)
+            self._put("paused_until", max(paused, now + (self.window if seconds is None else seconds)))
+            if waves >= _CAP_WAVES:
                 self._put("capped_day", _day(now))
-                if self._daily_flag is None:
+                if self._daily_flag is None:  # remembered for the plan of the next runs
                     self._put("daily_limit", self._calls_today(now))
-                log.warning("LeadSquared still refuses calls after a full window: the daily quota is spent")
+                log.warning(
+                    "LeadSquared still refuses calls after waiting out the limit: the day's quota is spent"
+                )
 
     def answered(self) -> None:
         """A call was answered normally: any refusal has cleared."""
@@ -341,6 +351,7 @@ class AccountLimiter(RateLimiter):
             if self._get("refused_since") is not None:
                 with _immediate(self._db):
                     self._put("refused_since", None)
+                    self._put("refusals", None)
 
     def plan(self, calls: int, *, carried_over: bool = True) -> str | None:
         """What the daily cap means for a run of `calls` calls, or None when it fits (or no cap is known)."""
