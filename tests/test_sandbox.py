@@ -634,10 +634,12 @@ def test_get_activities_shows_bulk_added_rows(sandbox: Sandbox, session: request
     "paging",
     [
         [],
-        {},
+        {"Paging": []},
         {"Paging": {"PageIndex": 0, "PageSize": 25}},
-        {"Paging": {"PageIndex": 1, "PageSize": 101}},
+        {"Paging": {"PageIndex": 1, "PageSize": 0}},
         {"Paging": {"PageIndex": "1", "PageSize": 25}},
+        {"Paging": {"Offset": "-1", "RowCount": "5"}},
+        {"Paging": {"Offset": 0, "RowCount": "many"}},
     ],
 )
 def test_get_activities_bad_paging_400(sandbox: Sandbox, session: requests.Session, paging: Any) -> None:
