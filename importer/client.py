@@ -1,8 +1,4 @@
-"""The LeadSquared HTTP client: one pooled session, keys in headers, every reply read into rows.
-
-`read_reply` turns any status and body CONTRACT.md describes into one `Reply`; it never guesses
-which rows were created when a body does not say.
-"""
+"""The LeadSquared HTTP client: one pooled session, keys in headers; replies are read by importer.replies."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +17,32 @@ import urllib3
 from importer import __version__
 from importer.errors import ApiUnusableError, AuthError, UsageError
 from importer.records import ActivityBody
+from importer.replies import (  # the reply-reading half lives in importer.replies; re-exported here
+    UNKNOWN_ADVICE,
+    Outcome,
+    Reply,
+    ReplyKind,
+    RowResult,
+    read_reply,
+)
+from importer.replies import json_or_none as _json_or_none
+from importer.replies import mx_error as _mx_error
+from importer.replies import retry_after as _retry_after
+from importer.replies import snippet as _snippet
 from importer.throttle import RateLimiter, Sleep, backoff_delay
+
+__all__ = [  # the reply names, re-exported from importer.replies for existing imports
+    "UNKNOWN_ADVICE",
+    "Credentials",
+    "LsqClient",
+    "Outcome",
+    "ReadError",
+    "Reply",
+    "ReplyKind",
+    "RowResult",
+    "base_url",
+    "read_reply",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,136 +110,6 @@ def _is_loopback(hostname: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
-
-
-class Outcome(StrEnum):
-    POSTED = "posted"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class RowResult:
-    outcome: Outcome
-    message: str | None = None
-    activity_id: str | None = None
-
-
-class ReplyKind(StrEnum):
-    ROWS = "rows"  # each row has an outcome (posted, failed or unknown)
-    THROTTLED = "throttled"  # 429: nothing created, send again after the window
-    RETRY = "retry"  # never reached the server (connection refused): safe to send again
-    AUTH = "auth"  # 401: stop the run
-
-
-@dataclass(frozen=True)
-class Reply:
-    kind: ReplyKind
-    rows: tuple[RowResult, ...] = ()
-    message: str = ""
-    retry_after: float | None = None
-    whole_call: bool = False  # the call was rejected as a whole, without saying which row is at fault
-
-    @classmethod
-    def all_rows(
-        cls, count: int, outcome: Outcome, message: str | None = None, *, whole_call: bool = False
-    ) -> Reply:
-        return cls(
-            ReplyKind.ROWS, tuple(RowResult(outcome, message) for _ in range(count)), whole_call=whole_call
-        )
-
-
-UNKNOWN_ADVICE = "check the opportunity in LeadSquared before sending it again"
-
-
-def read_reply(status: int, body: str, count: int, headers: dict[str, str] | None = None) -> Reply:
-    """Read one bulk-add reply for a call of `count` activities."""
-    data = _json_or_none(body)
-    error = _mx_error(data)
-    if status == 200:
-        return _read_success(data, count)
-    if status == 401:
-        return Reply(
-            ReplyKind.AUTH, message=error or "401 Unauthorized: check LSQ_ACCESS_KEY and LSQ_SECRET_KEY"
-        )
-    if status == 429:
-        return Reply(ReplyKind.THROTTLED, message=error or "429", retry_after=_retry_after(headers or {}))
-    if error is not None:
-        # An MX...Exception body is LeadSquared rejecting the input: nothing created, retrying cannot help.
-        return Reply.all_rows(count, Outcome.FAILED, error, whole_call=True)
-    if 400 <= status < 500:
-        return Reply.all_rows(
-            count, Outcome.FAILED, f"rejected with HTTP {status}: {_snippet(body)}", whole_call=True
-        )
-    return Reply.all_rows(count, Outcome.UNKNOWN, f"HTTP {status} without an explanation; {UNKNOWN_ADVICE}")
-
-
-def _read_success(data: Any, count: int) -> Reply:
-    if isinstance(data, dict) and str(data.get("Status", "")).lower() == "error":
-        return Reply.all_rows(
-            count, Outcome.FAILED, _mx_error(data) or "LeadSquared answered Status: Error", whole_call=True
-        )
-    rows = data.get("Response") if isinstance(data, dict) else data
-    if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
-        return _read_row_results(rows, count)
-    message = data.get("Message") if isinstance(data, dict) else None
-    if isinstance(message, dict) and "Count" in message:
-        return _read_count(message["Count"], count)
-    if isinstance(message, dict) and message.get("Id") and count == 1:
-        return Reply(ReplyKind.ROWS, (RowResult(Outcome.POSTED, None, str(message["Id"])),))
-    return Reply.all_rows(count, Outcome.UNKNOWN, f"unreadable success reply; {UNKNOWN_ADVICE}")
-
-
-def _read_row_results(rows: list[dict[str, Any]], count: int) -> Reply:
-    by_number: dict[int, RowResult] = {}
-    for position, row in enumerate(rows, start=1):
-        number = row.get("RowNumber", position)
-        if not isinstance(number, int) or isinstance(number, bool):
-            number = position
-        created = row.get("ActivityCreated")
-        activity_id = row.get("ProspectActivityId") or row.get("Id")
-        if created is True or (created is None and activity_id):
-            by_number[number] = RowResult(Outcome.POSTED, None, str(activity_id) if activity_id else None)
-        elif created is False:
-            by_number[number] = RowResult(Outcome.FAILED, str(row.get("ExceptionMessage") or "not created"))
-    missing = RowResult(Outcome.UNKNOWN, f"the reply did not mention this row; {UNKNOWN_ADVICE}")
-    return Reply(ReplyKind.ROWS, tuple(by_number.get(n, missing) for n in range(1, count + 1)))
-
-
-def _read_count(created: Any, count: int) -> Reply:
-    if isinstance(created, int) and created == count:
-        return Reply.all_rows(count, Outcome.POSTED)
-    return Reply.all_rows(
-        count,
-        Outcome.UNKNOWN,
-        f"LeadSquared reported {created} of {count} created without saying which; {UNKNOWN_ADVICE}",
-    )
-
-
-def _json_or_none(body: str) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-def _mx_error(data: Any) -> str | None:
-    if isinstance(data, dict) and str(data.get("ExceptionType", "")).startswith("MX"):
-        return f"{data['ExceptionType']}: {data.get('ExceptionMessage') or ''}".strip()
-    return None
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _snippet(body: str, limit: int = 200) -> str:
-    text = " ".join(body.split())
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 class LsqClient:
