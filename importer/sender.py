@@ -20,7 +20,7 @@ from importer.client import UNKNOWN_ADVICE, LsqClient, Outcome, Reply, ReplyKind
 from importer.journal import Journal, RowKey, RowState
 from importer.planner import Batch
 from importer.records import PlannedRow, RowError, Stage
-from importer.throttle import DailyCapReached, RateLimit, RateLimiter, Sleep, backoff_delay, limit_in
+from importer.throttle import DailyCapReached, RateLimit, RateLimiter, Sleep, backoff_delay, names_a_day
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +230,10 @@ class Sender:
 
     def _throttled(self, reply: Reply) -> None:
         """Drop to the limit LeadSquared names (for the rest of the run, and the account's next runs)."""
-        named = getattr(reply, "limit", None)  # Reply.limit, parsed by the reply reader
-        limit = RateLimit(*named) if named else limit_in(reply.message)
-        if limit is not None:
-            self._limiter.lower_to(limit, source="LeadSquared's throttle message")
+        if reply.limit is not None:
+            self._limiter.lower_to(RateLimit(*reply.limit), source="LeadSquared's throttle message")
+        if names_a_day(reply.message):  # "exceeded the daily limit": no window clears it
+            self._limiter.day_spent()
         log.warning("LeadSquared throttled a call (%s): pausing every call on the account", reply.message)
         self._limiter.pause(reply.retry_after)
 

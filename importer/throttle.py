@@ -67,6 +67,7 @@ class RateLimiter:
         self._sleep = sleep
         self._starts: deque[float] = deque()
         self._paused_until = 0.0
+        self._day_spent = False
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
@@ -79,6 +80,8 @@ class RateLimiter:
 
     def _try_acquire(self) -> float:
         with self._lock:
+            if self._day_spent:
+                raise DailyCapReached(_cap_message(None, None, self._clock()))
             now = self._clock()
             while self._starts and self._starts[0] <= now - self.window:
                 self._starts.popleft()
@@ -103,6 +106,11 @@ class RateLimiter:
             log.info("rate limit now %s (from %s)", limit, source)
             self.limit, self.window = limit, _window(limit, self._margin)
             return True
+
+    def day_spent(self) -> None:
+        """LeadSquared said the day's quota is spent: the next wait raises DailyCapReached."""
+        with self._lock:
+            self._day_spent = True
 
     def answered(self) -> None:
         """A call was answered normally (the account limiter uses this to tell a daily cap)."""
@@ -142,6 +150,11 @@ def limit_in(message: str | None) -> RateLimit | None:
     if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
         return None
     return RateLimit(int(match.group(1)), float(match.group(2)))
+
+
+def names_a_day(message: str | None) -> bool:
+    """Whether a refusal speaks of a daily quota rather than the window ("daily limit", "per day")."""
+    return bool(re.search(r"\b(daily|per day|a day|today)\b", message or "", re.IGNORECASE))
 
 
 def limits_path(state_dir: Path, host: str, org: str | None) -> Path:
@@ -338,12 +351,20 @@ class AccountLimiter(RateLimiter):
             self._put("refusals", waves)
             self._put("paused_until", max(paused, now + (self.window if seconds is None else seconds)))
             if waves >= _CAP_WAVES:
-                self._put("capped_day", _day(now))
-                if self._daily_flag is None:  # remembered for the plan of the next runs
-                    self._put("daily_limit", self._calls_today(now))
+                self._spend_day(now)
                 log.warning(
                     "LeadSquared still refuses calls after waiting out the limit: the day's quota is spent"
                 )
+
+    def day_spent(self) -> None:
+        """LeadSquared said the day's quota is spent: every run on the account stops for today."""
+        with self._lock, _immediate(self._db):
+            self._spend_day(self._clock())
+
+    def _spend_day(self, now: float) -> None:
+        self._put("capped_day", _day(now))
+        if self._daily_flag is None:  # remembered for the plan of the next runs
+            self._put("daily_limit", self._calls_today(now))
 
     def answered(self) -> None:
         """A call was answered normally: any refusal has cleared."""
@@ -401,11 +422,12 @@ def _window(limit: RateLimit, margin: float | None) -> float:
     return limit.seconds + (margin if margin is not None else 0.02 * limit.seconds + 0.02)
 
 
-def _cap_message(today: int, daily: float | None, now: float) -> str:
+def _cap_message(today: int | None, daily: float | None, now: float) -> str:
     reset = datetime.datetime.fromtimestamp((_day(now) + 1) * _DAY, datetime.UTC)
     hours = (reset.timestamp() - now) / 3600
     quota = f"the daily limit of {int(daily):,} calls" if daily is not None else "its calls for the day"
+    made = f" ({today:,} made from this machine today)" if today is not None else ""
     return (
-        f"LeadSquared says this account has used {quota} ({today:,} made from this machine today): "
-        f"the rows left are not sent; run again after {reset:%H:%M} UTC (in {hours:.0f} h) to send them"
+        f"this account has used {quota}{made}: the day's quota is spent, so the rows left are not sent; "
+        f"run again after {reset:%H:%M} UTC (in about {hours:.0f} h) to send them"
     )
