@@ -30,7 +30,14 @@ from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
 from importer.resume import Resume, resume
 from importer.sender import Sender, SendReport
-from importer.throttle import AccountLimiter, RateLimit, RateLimiter, limits_path
+from importer.throttle import (
+    AccountLimiter,
+    DailyCapReached,
+    RateLimit,
+    RateLimiter,
+    limits_path,
+    names_a_day,
+)
 from importer.validate import Validated, validate_sheet
 
 log = logging.getLogger(__name__)
@@ -263,20 +270,31 @@ def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimi
     from importer.journal import state_dir  # noqa: PLC0415 - the ledger may move it: looked up late
     from importer.metadata import check_keys, host_of  # noqa: PLC0415 - metadata imports this module
 
+    _ask_who_once(client)
+    folder = config.state_dir or state_dir(dict(os.environ))
+    limiter.expect(folder, host_of(client.base_url))
+    try:
+        identity = check_keys(client, limiter, config.max_attempts)
+    except ApiUnusableError as exc:  # the account is not known yet: LeadSquared's word is all there is
+        if names_a_day(str(exc)):
+            raise DailyCapReached.said(str(exc)) from None
+        raise
+    host = host_of(client.base_url)
+    log.warning("Checking keys on %s: %s, org %s", host, identity.user, identity.org or "unknown")
+    limiter.attach(limits_path(folder, host, identity.org))
+
+
+def _ask_who_once(client: LsqClient) -> None:
+    """The keys check is made here, before preflight makes it again: one call per run."""
     asked: dict[str, Any] = {}
     who_am_i = client.who_am_i
 
-    def who_am_i_once(**kwargs: Any) -> dict[str, Any]:  # preflight asks again: one call per run
+    def who_am_i_once(**kwargs: Any) -> dict[str, Any]:
         if not asked:
             asked.update(who_am_i(**kwargs))
         return asked
 
     client.who_am_i = who_am_i_once  # type: ignore[method-assign]
-    identity = check_keys(client, limiter, config.max_attempts)
-    host = host_of(client.base_url)
-    log.warning("Checking keys on %s: %s, org %s", host, identity.user, identity.org or "unknown")
-    folder = config.state_dir or state_dir(dict(os.environ))
-    limiter.attach(limits_path(folder, host, identity.org))
 
 
 def _open_journal(config: ImportConfig, base_url: str) -> Journal:

@@ -159,12 +159,20 @@ def names_a_day(message: str | None) -> bool:
 
 def limits_path(state_dir: Path, host: str, org: str | None) -> Path:
     """Where the shared limiter of one account lives: one SQLite file per host and org."""
-    name = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{host.lower()}-{org or 'unknown-org'}")
-    return Path(state_dir) / "limits" / f"{name}.sqlite"
+    return Path(state_dir) / "limits" / f"{_safe(host.lower())}-{_safe(org or 'unknown-org')}.sqlite"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text)
 
 
 class DailyCapReached(ApiUnusableError):
     """The account's calls for the day are spent: stop, and leave the rest for the next run."""
+
+    @classmethod
+    def said(cls, refusal: str, *, clock: Clock = time.time) -> DailyCapReached:
+        """LeadSquared's own refusal (e.g. of the keys check), told in words."""
+        return cls(f"{_cap_message(None, None, clock())} (LeadSquared said: {refusal})")
 
 
 class AccountLimiter(RateLimiter):
@@ -199,30 +207,53 @@ class AccountLimiter(RateLimiter):
         self._told: set[RateLimit] = set()
         self._started = clock()
         self._db = self._connect(":memory:")
+        self._neighbours: dict[Path, sqlite3.Connection] = {}
         self.path: Path | None = None
         if daily_limit is not None:
             self._put("daily_limit", daily_limit)
 
     # --- the state file
 
+    def expect(self, state_dir: Path, host: str) -> None:
+        """Before the account is known (the keys check), also take a slot on every account of `host`.
+
+        The keys check of the next file of a pattern, or of a run started beside others, must not
+        burst into an account's full window; any account this machine used on the host may be it.
+        """
+        folder = Path(state_dir) / "limits"
+        for path in sorted(folder.glob(f"{_safe(host.lower())}-*.sqlite")) if folder.is_dir() else []:
+            self._neighbours[path] = self._connect(str(path))
+
     def attach(self, path: Path) -> None:
         """Share the state of the account whose file this is; calls counted so far go with it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect(str(path))
         with self._lock:
+            known = self._neighbours.pop(path, None)
+            db = known or self._connect(str(path))
             now = self._clock()
             recent = self._db.execute("SELECT at FROM starts WHERE at > ?", (now - 60,)).fetchall()
-            with _immediate(db):
-                db.executemany("INSERT INTO starts (at) VALUES (?)", recent)
-                if self._daily_flag is not None:
-                    _put(db, "daily_limit", self._daily_flag)
+            calls = self._calls_today(now)
             self._db.close()
             self._db, self.path = db, path
+            with _immediate(db):
+                if known is None:  # its slots were taken in the file already
+                    db.executemany("INSERT INTO starts (at) VALUES (?)", recent)
+                for _ in range(calls):
+                    self._count_call(now)
+                if self._daily_flag is not None:
+                    self._put("daily_limit", self._daily_flag)
+            self._close_neighbours()
             self._refresh_limit(now)
 
     def close(self) -> None:
         with self._lock:
+            self._close_neighbours()
             self._db.close()
+
+    def _close_neighbours(self) -> None:
+        for db in self._neighbours.values():
+            db.close()
+        self._neighbours.clear()
 
     @staticmethod
     def _connect(where: str) -> sqlite3.Connection:
@@ -236,8 +267,7 @@ class AccountLimiter(RateLimiter):
         return db
 
     def _get(self, key: str) -> float | None:
-        row = self._db.execute("SELECT value FROM account WHERE key = ?", (key,)).fetchone()
-        return None if row is None else float(row[0])
+        return _get(self._db, key)
 
     def _put(self, key: str, value: float | None) -> None:
         _put(self._db, key, value)
@@ -303,24 +333,43 @@ class AccountLimiter(RateLimiter):
                 log.info("rate limit now %s (from %s)", self.limit, source)
             return self.limit != before
 
+    def acquire(self) -> None:
+        """Block until a call may start on the account (raises DailyCapReached), and count it."""
+        super().acquire()
+        with self._lock:
+            neighbours = list(self._neighbours.values())
+        for db in neighbours:
+            while (wait := self._take_slot_in(db)) > 0:
+                self._sleep(wait)
+
     def _try_acquire(self) -> float:
         with self._lock, _immediate(self._db):
             now = self._clock()
             self._refresh_limit(now)
             self._check_quota(now)
-            paused = self._get("paused_until") or 0.0
-            if paused > now:
-                return paused - now
-            row = self._db.execute(
-                "SELECT at FROM starts WHERE at > ? ORDER BY at DESC LIMIT 1 OFFSET ?",
-                (now - self.window, self.limit.calls - 1),
-            ).fetchone()
-            if row is not None:  # the window is full: wait until its oldest start leaves it
-                return max(float(row[0]) + self.window - now, 0.001)
-            self._db.execute("INSERT INTO starts (at) VALUES (?)", (now,))
-            self._db.execute("DELETE FROM starts WHERE at < ?", (now - 60,))
-            self._count_call(now)
-            return 0.0
+            wait = self._take_slot(self._db, now)
+            if wait <= 0:
+                self._count_call(now)
+            return wait
+
+    def _take_slot_in(self, db: sqlite3.Connection) -> float:
+        with self._lock, _immediate(db):
+            return self._take_slot(db, self._clock())
+
+    def _take_slot(self, db: sqlite3.Connection, now: float) -> float:
+        """0 and a start recorded when the window has room, else the seconds until it has."""
+        paused = _get(db, "paused_until") or 0.0
+        if paused > now:
+            return paused - now
+        row = db.execute(
+            "SELECT at FROM starts WHERE at > ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+            (now - self.window, self.limit.calls - 1),
+        ).fetchone()
+        if row is not None:  # the window is full: wait until its oldest start leaves it
+            return max(float(row[0]) + self.window - now, 0.001)
+        db.execute("INSERT INTO starts (at) VALUES (?)", (now,))
+        db.execute("DELETE FROM starts WHERE at < ?", (now - 60,))
+        return 0.0
 
     def _check_quota(self, now: float) -> None:
         daily = self._get("daily_limit")
@@ -384,6 +433,11 @@ class AccountLimiter(RateLimiter):
         today = f"{left:,} left today" if left < daily else ""
         text = f"this file needs {calls:,} calls; at {daily:,} a day it takes {nights} nights"
         return f"{text} ({today}); {carry}" if today else f"{text}; {carry}"
+
+
+def _get(db: sqlite3.Connection, key: str) -> float | None:
+    row = db.execute("SELECT value FROM account WHERE key = ?", (key,)).fetchone()
+    return None if row is None else float(row[0])
 
 
 def _put(db: sqlite3.Connection, key: str, value: float | None) -> None:
