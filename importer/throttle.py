@@ -136,6 +136,8 @@ def backoff_delay(
 
 _LIMIT_MESSAGE = re.compile(r"exceeded the limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s+second", re.IGNORECASE)
 _DAY = 86_400.0
+_WIDENING = 0.03  # of the window, added to the margin per throttled answer (at most a quarter window)
+_NARROWING = 0.995  # per call: 200 calls without a throttle take back two thirds of the widening
 _CAP_WAVES = 3  # refusals each after a full window's wait, before a throttle counts as the daily cap
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS starts (at REAL NOT NULL);
@@ -305,17 +307,13 @@ class AccountLimiter(RateLimiter):
             learned = RateLimit(int(calls), seconds)
             if (not self._explicit or learned_at >= self._started) and _stricter(learned, limit):
                 limit = learned
-        if limit != self.limit:
-            self._set_limit(limit)
+        self.limit = limit
+        self.window = _window(limit, self._margin) + (self._get("extra_margin") or 0.0)
         if limit != self.configured and limit not in self._told:
             self._told.add(limit)
             self._tell(
                 f"LeadSquared allows this account {limit.calls} calls in {limit.seconds:g} s; using that"
             )
-
-    def _set_limit(self, limit: RateLimit) -> None:
-        self.limit = limit
-        self.window = _window(limit, self._margin)
 
     # --- the interface the sender uses
 
@@ -350,6 +348,9 @@ class AccountLimiter(RateLimiter):
             wait = self._take_slot(self._db, now)
             if wait <= 0:
                 self._count_call(now)
+                extra = self._get("extra_margin")
+                if extra:  # the widened margin slowly narrows again, call by call
+                    self._put("extra_margin", extra * _NARROWING if extra > 0.001 else None)
             return wait
 
     def _take_slot_in(self, db: sqlite3.Connection) -> float:
@@ -398,6 +399,8 @@ class AccountLimiter(RateLimiter):
             elif now >= paused:  # refused again after a whole pause: a new wave, not a late answer
                 waves += 1
             self._put("refusals", waves)
+            if now >= paused:  # once per throttling, not per answer in flight when it came
+                self._widen_margin()
             self._put("paused_until", max(paused, now + (self.window if seconds is None else seconds)))
             if waves >= _CAP_WAVES:
                 self._spend_day(now)
@@ -414,6 +417,12 @@ class AccountLimiter(RateLimiter):
         self._put("capped_day", _day(now))
         if self._daily_flag is None:  # remembered for the plan of the next runs
             self._put("daily_limit", self._calls_today(now))
+
+    def _widen_margin(self) -> None:
+        """Refused at a limit we keep: the server saw our starts more bunched than the margin allows
+        (a busy machine, several processes); widen it for every run on the account."""
+        extra = (self._get("extra_margin") or 0.0) + _WIDENING * self.limit.seconds
+        self._put("extra_margin", min(extra, 0.25 * self.limit.seconds))
 
     def answered(self) -> None:
         """A call was answered normally: any refusal has cleared."""
