@@ -136,8 +136,8 @@ def backoff_delay(
 
 _LIMIT_MESSAGE = re.compile(r"exceeded the limit of\s+(\d+)\s+in\s+(\d+(?:\.\d+)?)\s+second", re.IGNORECASE)
 _DAY = 86_400.0
-_WIDENING = 0.03  # of the window, added to the margin per throttled answer (at most a quarter window)
-_NARROWING = 0.995  # per call: 200 calls without a throttle take back two thirds of the widening
+_WIDENING = 0.05  # of the window, added to the margin per throttled answer (at most a quarter window)
+_NARROWING = 0.998  # per call: 350 calls without a throttle take back half of the widening
 _CAP_WAVES = 3  # refusals each after a full window's wait, before a throttle counts as the daily cap
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS starts (at REAL NOT NULL);
