@@ -205,7 +205,13 @@ def _add_send_options(parser: argparse.ArgumentParser) -> None:
         "--host", help="API host, e.g. api-in21.leadsquared.com, or a URL (default: $LSQ_HOST)"
     )
     parser.add_argument(
-        "--rate-limit", default="25/5", help="at most N calls in S seconds, as N/S (default 25/5)"
+        "--rate-limit",
+        help="at most N calls in S seconds, as N/S (default 25/5, or what LeadSquared told this account)",
+    )
+    parser.add_argument(
+        "--daily-limit",
+        type=int,
+        help="calls a day this account may make (remembered; default: what the last cap showed)",
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for an answer (default 60)"
@@ -364,7 +370,7 @@ def _connection(args: argparse.Namespace, env: dict[str, str]) -> Connection:
     return Connection(
         host=host,
         credentials=Credentials.from_env(env),
-        rate_limit=RateLimit.parse(args.rate_limit),
+        rate_limit=RateLimit.parse(args.rate_limit or "25/5"),
         timeout=(min(10.0, args.timeout), args.timeout),
         ca_bundle=args.ca_bundle,
         max_attempts=args.retries + 1,
@@ -381,6 +387,12 @@ def _connection_options(connection: Connection) -> dict[str, Any]:
         "ca_bundle": connection.ca_bundle,
         "max_attempts": connection.max_attempts,
     }
+
+
+def _daily_limit(args: argparse.Namespace) -> int | None:
+    if args.daily_limit is not None and args.daily_limit < 1:
+        raise UsageError(f"--daily-limit must be a number of calls, 1 or more, got {args.daily_limit}")
+    return args.daily_limit  # type: ignore[no-any-return]
 
 
 def _metadata_settings(args: argparse.Namespace, env: dict[str, str]) -> MetadataSettings:
@@ -507,6 +519,8 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
         resend=args.resend,
         state_environ=env,
         **_settle_option(args),
+        rate_limit_explicit=args.rate_limit is not None,
+        daily_limit=_daily_limit(args),
         on_progress=bar,
         cancel=token,
         **_connection_options(_connection(args, env)),

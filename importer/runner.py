@@ -16,14 +16,14 @@ from typing import Any
 
 import requests
 
-from importer.account import MetadataSettings, open_account
+from importer.account import MetadataSettings, check_keys, open_account
 from importer.account_checks import check_mapping, check_rows, mapped_event
 from importer.atomic import write_json_atomically
-from importer.client import Credentials, LsqClient
+from importer.client import Credentials, LsqClient, host_of
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
-from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path
+from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path, state_dir
 from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
 from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import Mapping, check_columns, load_mapping
@@ -41,7 +41,14 @@ from importer.resume import (
     wait_for_others,
 )
 from importer.sender import Sender, SendReport
-from importer.throttle import RateLimit, RateLimiter
+from importer.throttle import (
+    AccountLimiter,
+    DailyCapReached,
+    RateLimit,
+    RateLimiter,
+    limits_path,
+    names_a_day,
+)
 from importer.validate import Validated, validate_sheet
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,9 @@ class ImportConfig:
     state_environ: dict[str, str] | None = field(default=None, repr=False)  # where the state dir is
     on_progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
     cancel: CancelToken | None = field(default=None, repr=False, compare=False)
+    rate_limit_explicit: bool = False  # the user set the rate limit: never raised, not replaced by memory
+    daily_limit: int | None = None  # calls a day the account may make (default: the remembered value)
+    state_dir: Path | None = None  # where the account's shared limiter lives (default: ledger.state_dir)
 
     def __post_init__(self) -> None:
         self.input_path = Path(self.input_path)
@@ -242,7 +252,7 @@ def run_import(config: ImportConfig) -> ImportResult:
         log.warning(
             "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
         )
-    limiter = RateLimiter(config.rate_limit)
+    limiter = _account_limiter(config)
     lookup = Lookup(client, limiter, config.settle_s)
     ledger: SqliteLedger | None = None
     stopper = _Stopper(token)
@@ -262,6 +272,9 @@ def run_import(config: ImportConfig) -> ImportResult:
                 events.finished(result)
                 return result
             batches = plan_batches(resumed.to_send, config.batch_size)
+            quota_note = limiter.plan(len(batches), carried_over=ledger is not None)
+            if quota_note:
+                log.warning("%s", quota_note)
             report = _send(
                 config,
                 prepared,
@@ -287,6 +300,7 @@ def run_import(config: ImportConfig) -> ImportResult:
                     limiter=limiter,
                 )
         finally:
+            limiter.close()
             if ledger is not None:
                 ledger.close()
             if config.session is None:
@@ -303,11 +317,19 @@ def run_import(config: ImportConfig) -> ImportResult:
     return result
 
 
+def _account_limiter(config: ImportConfig) -> AccountLimiter:
+    """The account's one limiter on this machine, shared by every run and file (importer.throttle)."""
+    return AccountLimiter(
+        config.rate_limit, explicit=config.rate_limit_explicit, daily_limit=config.daily_limit
+    )
+
+
 def _check_account(
-    config: ImportConfig, prepared: Prepared, *, client: LsqClient, limiter: RateLimiter, events: _Events
+    config: ImportConfig, prepared: Prepared, *, client: LsqClient, limiter: AccountLimiter, events: _Events
 ) -> Prepared:
     """The checks against the account: keys, host, mapping, rows, look-ups."""
     events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
+    _share_limiter(config, client, limiter)
     return preflight(config, prepared, client, limiter, events)
 
 
@@ -459,6 +481,36 @@ def _client_of(config: ImportConfig) -> LsqClient:
     )
 
 
+def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimiter) -> None:
+    """Say which account and host are used, and share the account's limiter with its other runs."""
+    _ask_who_once(client)
+    environ = config.state_environ if config.state_environ is not None else dict(os.environ)
+    folder = config.state_dir or state_dir(environ)
+    limiter.expect(folder, host_of(client.base_url))
+    try:
+        identity = check_keys(client, limiter, config.max_attempts)
+    except ApiUnusableError as exc:  # the account is not known yet: LeadSquared's word is all there is
+        if names_a_day(str(exc)):
+            raise DailyCapReached.said(str(exc)) from None
+        raise
+    host = host_of(client.base_url)
+    log.warning("Checking keys on %s: %s, org %s", host, identity.user, identity.org or "unknown")
+    limiter.attach(limits_path(folder, host, identity.org))
+
+
+def _ask_who_once(client: LsqClient) -> None:
+    """The keys check is made here, before preflight makes it again: one call per run."""
+    asked: dict[str, Any] = {}
+    who_am_i = client.who_am_i
+
+    def who_am_i_once(**kwargs: Any) -> dict[str, Any]:
+        if not asked:
+            asked.update(who_am_i(**kwargs))
+        return asked
+
+    client.who_am_i = who_am_i_once  # type: ignore[method-assign]
+
+
 def _send(
     config: ImportConfig,
     prepared: Prepared,
@@ -474,7 +526,9 @@ def _send(
 ) -> SendReport:
     # The time left is the calls left at the rate limit, not the pace so far: the first window's
     # calls go out at once, and the limit, not the network, sets the pace after that.
-    seconds_per_call = limiter.window / limiter.limit.calls
+    def seconds_per_call() -> float:  # the limit in force: it drops when LeadSquared names a lower one
+        return limiter.window / limiter.limit.calls
+
     planned = len(batches)
     before = {
         "rows_total": len(prepared.sheet),
@@ -493,7 +547,7 @@ def _send(
             Phase.SETTLING if stopper.token.cancelled else Phase.SENDING,
             calls_done=done,
             calls_planned=planned,
-            seconds_left=(planned - done) * seconds_per_call,
+            seconds_left=(planned - done) * seconds_per_call(),
             rows_posted=len(report.posted),
             rows_failed=before["rows_failed"] + report.count(Stage.API),
             rows_unknown=before["rows_unknown"] + report.count(Stage.UNKNOWN),
@@ -511,7 +565,11 @@ def _send(
         on_batch_done=on_batch_done,
     )
     events.emit(
-        Phase.SENDING, calls_done=0, calls_planned=planned, seconds_left=planned * seconds_per_call, **before
+        Phase.SENDING,
+        calls_done=0,
+        calls_planned=planned,
+        seconds_left=planned * seconds_per_call(),
+        **before,
     )
     stopper.attach(sender)
     try:

@@ -22,7 +22,7 @@ from importer.ledger import Ledger, LedgerError, Record, RowKey, RowState
 from importer.planner import Batch
 from importer.records import PlannedRow, RowError, Stage
 from importer.replies import UNKNOWN_ADVICE, Outcome, Reply, ReplyKind, RowResult
-from importer.throttle import RateLimiter, Sleep, backoff_delay
+from importer.throttle import DailyCapReached, RateLimit, RateLimiter, Sleep, backoff_delay, names_a_day
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,11 @@ class Sender:
         """One call, repeated only when nothing can have been created; raises _Stopped."""
         bodies = [row.body for row in rows]
         for attempt in range(1, self._max_attempts + 1):
-            self._limiter.acquire()
+            try:
+                self._limiter.acquire()
+            except DailyCapReached as exc:  # the day's quota is spent: the rows left wait for the next run
+                self._stop_run(str(exc))
+                raise _Stopped from None
             if self._stop.is_set():
                 raise _Stopped
             self._mark_sending(rows)
@@ -214,6 +218,7 @@ class Sender:
                     self._in_flight.pop(threading.get_ident(), None)
             if reply.kind is ReplyKind.ROWS:
                 self._note_uncertain(reply, started)
+                self._limiter.answered()
                 return reply
             self._mark_pending(rows)
             if reply.kind is ReplyKind.AUTH:
@@ -233,22 +238,27 @@ class Sender:
             if reply.kind is ReplyKind.THROTTLED:
                 self._report.throttled += 1
         if reply.kind is ReplyKind.THROTTLED:
-            log.info("throttled by LeadSquared (%s): pausing every call for the window", reply.message)
-            lower_to = getattr(self._limiter, "lower_to", None)  # the account-wide limiter learns the limit
-            if reply.limit is not None and callable(lower_to):
-                lower_to(reply.limit, source="LeadSquared's throttle message")
-            self._limiter.pause(reply.retry_after)
+            self._throttled(reply)
             return
         delay = backoff_delay(attempt, rng=self._rng)
-        log.info("%s; retrying in %.1f s", reply.message, delay)
+        log.warning("%s; retrying in %.1f s", reply.message, delay)
         self._sleep(delay)
+
+    def _throttled(self, reply: Reply) -> None:
+        """Drop to the limit LeadSquared names (for the rest of the run, and the account's next runs)."""
+        if reply.limit is not None:
+            self._limiter.lower_to(RateLimit(*reply.limit), source="LeadSquared's throttle message")
+        if names_a_day(reply.message):  # "exceeded the daily limit": no window clears it
+            self._limiter.day_spent()
+        log.warning("LeadSquared throttled a call (%s): pausing every call on the account", reply.message)
+        self._limiter.pause(reply.retry_after)
 
     def _give_up(self, reply: Reply) -> None:
         if reply.kind is ReplyKind.THROTTLED:
             with self._lock:
                 self._report.throttled += 1
             self._stop_run(
-                f"still throttled (429) after {self._max_attempts} attempts; the next run sends the rest"
+                f"still throttled after {self._max_attempts} attempts; the next run sends the rest"
             )
         else:
             self._stop_run(f"{reply.message} after {self._max_attempts} attempts")

@@ -3,8 +3,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
-from importer.errors import UsageError
 from importer.journal import (
     Journal,
     JournalBusyError,
@@ -13,6 +11,8 @@ from importer.journal import (
     assign_keys,
     default_journal_path,
 )
+
+from importer.errors import UsageError
 from importer.records import PlannedRow
 
 HOST = "https://api-in21.leadsquared.com"

@@ -177,8 +177,8 @@ def test_resend_and_no_journal_send_again_on_purpose(tmp_path, mapping, sandbox,
 
 def test_retries_spent_leave_rows_pending_for_the_next_run(tmp_path, mapping, sandbox, env):
     path = write_csv(tmp_path / "busy.csv", make_rows(40, seed=9))
-    sandbox.queue_faults(*["429"] * 3)
-    first = run(path, mapping, env, "--retries", "2", "--concurrency", "1")
+    sandbox.queue_faults(*["429"] * 2)  # a third refusal after two waits would be the daily cap
+    first = run(path, mapping, env, "--retries", "1", "--concurrency", "1")
     assert first.code == 3, first.output
     assert "still throttled" in first.err
     assert first.summary["rows_not_sent"] > 0

@@ -5,7 +5,15 @@ import random
 import pytest
 
 from importer.errors import UsageError
-from importer.throttle import RateLimit, RateLimiter, backoff_delay
+from importer.throttle import (
+    AccountLimiter,
+    DailyCapReached,
+    RateLimit,
+    RateLimiter,
+    backoff_delay,
+    limits_path,
+    names_a_day,
+)
 
 
 class FakeClock:
@@ -78,3 +86,150 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
         ceiling = min(8.0, 0.5 * 2 ** (attempt - 1))
         assert ceiling / 2 <= delay <= ceiling
     assert len(set(delays)) == len(delays)
+
+
+# --- AccountLimiter: one limiter per account, through a file in the state dir
+
+
+def account_limiter(path, clock, limit=None, **options):
+    limit = limit or RateLimit(5, 1.0)
+    told: list[str] = []
+    limiter = AccountLimiter(limit, margin=0.0, clock=clock, sleep=clock.sleep, tell=told.append, **options)
+    limiter.attach(path)
+    return limiter, told
+
+
+def test_account_limiters_on_one_file_share_the_window(tmp_path):
+    clock = FakeClock()
+    path = limits_path(tmp_path, "api-in21.leadsquared.com", "10001")
+    first, _ = account_limiter(path, clock)
+    second, _ = account_limiter(path, clock)  # another process on the same account
+    times = []
+    for n in range(40):
+        (first if n % 2 else second).acquire()
+        times.append(clock.now)
+    for i in range(len(times) - 5):
+        assert times[i + 5] - times[i] >= 1.0 - 1e-9  # never more than 5 in a window, counted together
+    assert times[-1] - times[0] == pytest.approx(7.0)  # ...and not slower than the limit
+
+
+def test_account_limiter_counts_calls_made_before_it_knew_the_account(tmp_path):
+    clock = FakeClock()
+    limiter = AccountLimiter(RateLimit(2, 1.0), margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire()
+    limiter.acquire()  # the keys check, before the account is known
+    limiter.attach(tmp_path / "a.sqlite")
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.0)
+
+
+def test_lower_to_is_told_once_used_at_once_and_remembered_for_the_next_run(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    limiter, told = account_limiter(path, clock, RateLimit(25, 5.0))
+    assert limiter.lower_to(RateLimit(10, 5.0), source="test")
+    assert not limiter.lower_to(RateLimit(10, 5.0), source="test")  # the same again changes nothing
+    assert limiter.limit == RateLimit(10, 5.0)
+    assert told == ["LeadSquared allows this account 10 calls in 5 s; using that"]
+    later, later_told = account_limiter(path, clock, RateLimit(25, 5.0))
+    assert later.limit == RateLimit(10, 5.0)
+    assert later_told == ["LeadSquared allows this account 10 calls in 5 s; using that"]
+
+
+def test_an_explicit_limit_is_never_raised_and_not_replaced_by_memory(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    limiter, _ = account_limiter(path, clock, RateLimit(25, 5.0))
+    limiter.lower_to(RateLimit(10, 5.0), source="test")
+    clock.now += 10
+    strict, _ = account_limiter(path, clock, RateLimit(4, 5.0), explicit=True)
+    strict.lower_to(RateLimit(10, 5.0), source="test")  # LeadSquared allows more: still 4
+    assert strict.limit == RateLimit(4, 5.0)
+    clock.now += 10
+    upgraded, _ = account_limiter(path, clock, RateLimit(20, 5.0), explicit=True)
+    assert upgraded.limit == RateLimit(20, 5.0)  # the user says the plan changed: memory does not win
+    upgraded.lower_to(RateLimit(15, 5.0), source="test")  # ...until LeadSquared says otherwise in the run
+    assert upgraded.limit == RateLimit(15, 5.0)
+
+
+def test_daily_limit_stops_the_wait_and_is_remembered(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    limiter, _ = account_limiter(path, clock, RateLimit(100, 1.0), daily_limit=3)
+    starts(limiter, clock, 3)
+    with pytest.raises(DailyCapReached, match="daily limit of 3 calls"):
+        limiter.acquire()
+    assert limiter.quota_left() == 0
+    later, _ = account_limiter(path, clock, RateLimit(100, 1.0))  # no --daily-limit: remembered
+    assert later.daily_limit == 3
+    clock.now += 86_400  # the next day
+    assert later.quota_left() == 3
+    later.acquire()
+
+
+def test_refusals_that_outlast_two_windows_are_the_daily_cap(tmp_path):
+    clock = FakeClock()
+    limiter, _ = account_limiter(tmp_path / "a.sqlite", clock, RateLimit(10, 5.0))
+    for _ in range(2):
+        limiter.acquire()
+        limiter.pause()  # throttled, then a whole window of waiting
+        limiter.pause()  # a second answer in flight during the same pause is not a new wave
+    limiter.acquire()
+    limiter.pause()  # refused a third time after waiting: the day is spent
+    with pytest.raises(DailyCapReached, match="quota is spent"):
+        limiter.acquire()
+    assert limiter.daily_limit == 3  # the calls counted today become the remembered cap
+
+
+def test_a_normal_answer_clears_the_refusals(tmp_path):
+    clock = FakeClock()
+    limiter, _ = account_limiter(tmp_path / "a.sqlite", clock, RateLimit(10, 5.0))
+    for _ in range(5):
+        limiter.acquire()
+        limiter.pause()
+        limiter.acquire()
+        limiter.answered()
+    limiter.acquire()  # five throttles, each cleared: no cap
+
+
+def test_a_message_naming_the_day_is_the_cap_at_once(tmp_path):
+    clock = FakeClock()
+    limiter, _ = account_limiter(tmp_path / "a.sqlite", clock)
+    assert names_a_day("API calls exceeded the daily limit of 500 calls for this account")
+    assert not names_a_day("API calls exceeded the limit of 10 in 5 second(s)")
+    limiter.day_spent()
+    with pytest.raises(DailyCapReached):
+        limiter.acquire()
+
+
+@pytest.mark.parametrize(
+    ("calls", "daily", "used", "text"),
+    [
+        (
+            20_400,
+            10_000,
+            0,
+            "this file needs 20,400 calls; at 10,000 a day it takes 3 nights; the ledger carries it over",
+        ),
+        (
+            15_000,
+            10_000,
+            5_000,
+            "this file needs 15,000 calls; at 10,000 a day it takes 2 nights (5,000 left today)",
+        ),
+        (900, 10_000, 0, None),
+    ],
+)
+def test_plan_compares_calls_needed_with_the_quota_left(tmp_path, calls, daily, used, text):
+    clock = FakeClock()
+    limiter, _ = account_limiter(tmp_path / "a.sqlite", clock, RateLimit(10**6, 1.0), daily_limit=daily)
+    starts(limiter, clock, used)
+    plan = limiter.plan(calls)
+    assert plan == text if text is None else plan.startswith(text)
+
+
+def test_limits_path_is_one_file_per_host_and_org(tmp_path):
+    a = limits_path(tmp_path, "API-in21.leadsquared.com", "10001")
+    assert a == limits_path(tmp_path, "api-in21.leadsquared.com", "10001")
+    assert a != limits_path(tmp_path, "api-in21.leadsquared.com", "10002")
+    assert a.parent == tmp_path / "limits"
