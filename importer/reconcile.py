@@ -37,7 +37,7 @@ class Reader(Protocol):
         method: str,
         path: str,
         *,
-        params: dict[str, object] | None = None,
+        params: dict[str, str | int] | None = None,
         body: object = None,
         limiter: RateLimiter | None = None,
     ) -> Any: ...

@@ -264,17 +264,11 @@ def run_import(config: ImportConfig) -> ImportResult:
                 ledger = _open_ledger(config, client, prepared.org) if config.use_journal else None
                 keys, resumed = _resume(config, prepared, ledger, lookup, events)
             except (ApiUnusableError, LedgerError) as exc:  # nothing sent: say so in the workbook and summary
-                result = _stopped_before_sending(prepared, str(exc))
-                result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
-                result.interrupted = token.cancelled
-                events.emit(Phase.REPORTING, **_counts(result))
-                _finish(config, prepared.sheet, result, started, importing=True)
-                events.finished(result)
-                return result
+                return _report_stopped(
+                    config, prepared, exc, cancelled=token.cancelled, events=events, started=started
+                )
             batches = plan_batches(resumed.to_send, config.batch_size)
-            quota_note = limiter.plan(len(batches), carried_over=ledger is not None)
-            if quota_note:
-                log.warning("%s", quota_note)
+            _tell_quota(limiter, batches, carried_over=ledger is not None)
             report = _send(
                 config,
                 prepared,
@@ -315,6 +309,32 @@ def run_import(config: ImportConfig) -> ImportResult:
         remove_callback()
     events.finished(result)
     return result
+
+
+def _report_stopped(
+    config: ImportConfig,
+    prepared: Prepared,
+    exc: ApiUnusableError | LedgerError,
+    *,
+    cancelled: bool,
+    events: _Events,
+    started: float,
+) -> ImportResult:
+    """Nothing was sent: every valid row is `not sent`, in the workbook and the summary."""
+    result = _stopped_before_sending(prepared, str(exc))
+    result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
+    result.interrupted = cancelled
+    events.emit(Phase.REPORTING, **_counts(result))
+    _finish(config, prepared.sheet, result, started, importing=True)
+    events.finished(result)
+    return result
+
+
+def _tell_quota(limiter: AccountLimiter, batches: list[Batch], *, carried_over: bool) -> None:
+    """Before sending: whether the day's quota covers the calls ahead, and if not how many nights."""
+    note = limiter.plan(len(batches), carried_over=carried_over)
+    if note:
+        log.warning("%s", note)
 
 
 def _account_limiter(config: ImportConfig) -> AccountLimiter:
