@@ -24,10 +24,10 @@ fields:
 """
 
 
-def _rows(count: int, *, bad: int = 0) -> list[dict[str, str]]:
+def _rows(count: int, *, bad: int = 0, first: int = 0) -> list[dict[str, str]]:
     rows = [
         {"Opportunity": DEFAULT_OPPORTUNITIES[n % 2], "Owner": DEFAULT_USERS[0], "PAN": f"P{n}"}
-        for n in range(count)
+        for n in range(first, first + count)
     ]
     for row in rows[:bad]:
         row["PAN"] = ""  # required: a validation failure
@@ -49,7 +49,7 @@ def test_run_pattern_runs_each_file_archives_it_and_writes_one_summary(sandbox, 
     incoming, archive = tmp_path / "incoming", tmp_path / "archive"
     incoming.mkdir()
     write_csv(incoming / "a.csv", _rows(3, bad=1))
-    write_csv(incoming / "b.csv", _rows(2))
+    write_csv(incoming / "b.csv", _rows(2, first=10))  # other rows: a row's identity is its content
     (incoming / "c.csv").write_bytes(b"")  # unusable: an empty file stops only itself
     summary = tmp_path / "all.json"
     environ = {"LSQ_IMPORT_STATE_DIR": str(tmp_path / "state")}
@@ -65,7 +65,8 @@ def test_run_pattern_runs_each_file_archives_it_and_writes_one_summary(sandbox, 
     assert written == result.summary()
     assert [f["exit_code"] for f in written["files"]] == [1, 0, 2]
     assert written["exit_code"] == 2
-    assert {p.parent.name for p in (tmp_path / "state").rglob("*.sqlite")} == {"journals"}
+    # one ledger and one limiter for the account, shared by every file of the pattern
+    assert sorted(p.parent.name for p in (tmp_path / "state").rglob("*.sqlite")) == ["ledgers", "limits"]
 
 
 def test_run_pattern_of_one_path_raises_its_error(sandbox, tmp_path):
@@ -77,7 +78,7 @@ def test_run_pattern_with_one_errors_path_for_many_files_is_refused(sandbox, tmp
     write_csv(tmp_path / "a.csv", _rows(1))
     write_csv(tmp_path / "b.csv", _rows(1))
     config = _config(sandbox, tmp_path, errors_path=tmp_path / "errors.xlsx")
-    with pytest.raises(UsageError, match=r"^errors_path and journal_path name one file"):
+    with pytest.raises(UsageError, match=r"^errors_path names one file"):
         run_pattern(config, str(tmp_path / "*.csv"))
     assert sandbox.stats.bulk_calls == 0
 
