@@ -13,7 +13,7 @@ from typing import BinaryIO
 from importer.errors import OutputError
 
 
-def write_atomically(target: Path, write: Callable[[BinaryIO], None], what: str) -> None:
+def write_atomically(target: Path, write: Callable[[BinaryIO], object], what: str) -> None:
     """Write through a temp file beside `target`: `target` is the old file or the whole new one.
 
     Any OSError (disk full, no permission) becomes an OutputError naming `target` and `what`.

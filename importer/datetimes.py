@@ -12,6 +12,7 @@ one-by-one path, which also words the errors.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -109,7 +110,7 @@ def _parse_fixed(texts: list[str], layout: list[tuple[str, int]]) -> np.ndarray:
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
     chars = np.array(texts, dtype=f"<U{width}").view(np.uint32).reshape(count, width)
     exact = lengths == width
-    fields = {"m": 1, "d": 1, "H": 0, "M": 0, "S": 0}
+    fields: dict[str, Any] = {"m": 1, "d": 1, "H": 0, "M": 0, "S": 0}  # ints, then digit arrays
     at = 0
     for name, size in layout:
         if not name:
@@ -133,4 +134,4 @@ def _parse_fixed(texts: list[str], layout: list[tuple[str, int]]) -> np.ndarray:
     seconds = np.asarray(fields["H"]) * 3600 + np.asarray(fields["M"]) * 60 + np.asarray(fields["S"])
     moments = dates.astype("datetime64[us]") + (seconds * 1_000_000).astype("timedelta64[us]")
     moments[~exact] = np.datetime64("NaT")
-    return moments
+    return np.asarray(moments)

@@ -22,6 +22,7 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -165,7 +166,7 @@ def _mostly_utf8(path: Path) -> bool:
 def _undecodable_cells(grid: _Grid) -> dict[int, dict[int, str]]:
     """Cells holding U+FFFD, where bytes that are not UTF-8 were replaced: column -> {row: why}."""
     problems: dict[int, dict[int, str]] = {}
-    for column in grid.body.columns:
+    for column in map(int, grid.body.columns):
         hits = np.flatnonzero(grid.body[column].str.contains("\ufffd", regex=False).to_numpy())
         if hits.size:
             problems[column] = {grid.first_row + int(i): _UNDECODABLE for i in hits}
@@ -449,7 +450,8 @@ def _workbook_problem(path: Path, exc: Exception) -> str:
 
 def _cell_text(value: Any) -> str:
     """The text Excel shows for a non-string cell value from python-calamine."""
-    return _CELL_TEXT.get(type(value), str)(value)
+    text: str = _CELL_TEXT.get(type(value), str)(value)
+    return text
 
 
 def _number_text(value: float) -> str:
@@ -485,7 +487,7 @@ def _duration_text(value: timedelta) -> str:
     return f"{sign}{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-_CELL_TEXT = {
+_CELL_TEXT: dict[type, Callable[[Any], str]] = {
     float: _number_text,
     int: str,
     bool: lambda value: "TRUE" if value else "FALSE",
@@ -554,7 +556,7 @@ def _blank_rows(body: pd.DataFrame, columns: list[int]) -> np.ndarray:
 
 
 def _blank_cells(values: np.ndarray) -> np.ndarray:
-    return (values == "") | _isspace(values).astype(bool)
+    return np.asarray((values == "") | _isspace(values).astype(bool))
 
 
 _isspace = np.frompyfunc(str.isspace, 1, 1)  # '\xa0' and other Unicode spaces count as blank

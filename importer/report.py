@@ -26,11 +26,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell as ExcelCell
 from openpyxl.comments import Comment
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
@@ -154,7 +155,7 @@ def _failed_rows(sheet: Sheet, by_row: dict[int, list[RowError]], columns: list[
     ]
 
 
-def _original_values(sheet: Sheet, source_rows: list[int], columns: list[int]) -> list[list]:
+def _original_values(sheet: Sheet, source_rows: list[int], columns: list[int]) -> list[list[object]]:
     """The input cells of each source row; blank when the sheet does not hold the row."""
     index = {row: i for i, row in enumerate(sheet.source_rows)}
     found = [index.get(row) for row in source_rows]
@@ -166,7 +167,7 @@ def _original_values(sheet: Sheet, source_rows: list[int], columns: list[int]) -
 def _failed_row(
     source_row: int,
     errors: list[RowError],
-    raw: list,
+    raw: list[object],
     names: list[str],
     position: dict[str, int],
 ) -> _FailedRow:
@@ -184,7 +185,7 @@ def _failed_row(
     )
 
 
-def _stored_values(raw: list, names: list[str]) -> tuple[list[str], list[str]]:
+def _stored_values(raw: list[object], names: list[str]) -> tuple[list[str], list[str]]:
     """A row's cells as Excel can hold them, and a note for each cell that had to change."""
     values = [value if isinstance(value, str) else _as_text(value) for value in raw]
     longest = max(map(len, values), default=0)
@@ -205,7 +206,7 @@ def _describe(error: RowError) -> str:
 def _as_text(value: object) -> str:
     if isinstance(value, str):
         return value
-    return "" if value is None or pd.isna(value) else str(value)
+    return "" if value is None or bool(pd.isna(cast(Any, value))) else str(value)
 
 
 def _excel_text(text: str) -> tuple[str, list[str]]:
@@ -244,8 +245,8 @@ def _summary_rows(
     yield []
     yield [("Error", BOLD_TEXT), ("Error Stage", BOLD_TEXT), ("Rows", BOLD_TEXT)]
     common = per_message.most_common()
-    for (message, stage), count in common[:MAX_SUMMARY_MESSAGES]:
-        yield [(_excel_text(message)[0], TEXT), (stage, TEXT), (count, NUMBER)]
+    for (message, stage_name), count in common[:MAX_SUMMARY_MESSAGES]:
+        yield [(_excel_text(message)[0], TEXT), (stage_name, TEXT), (count, NUMBER)]
     if rest := common[MAX_SUMMARY_MESSAGES:]:  # messages quote the bad value, so many are unique
         others = f"... {len(rest):,} more distinct messages, each on fewer rows"
         yield [(others, TEXT), ("", TEXT), (sum(count for _, count in rest), NUMBER)]
@@ -348,7 +349,7 @@ def _ooxml_text(text: str) -> str:
     return escaped
 
 
-def _cell(worksheet: object, value: str | int, style: int, comment: str | None) -> WriteOnlyCell:
+def _cell(worksheet: Any, value: str | int, style: int, comment: str | None) -> ExcelCell:
     cell = WriteOnlyCell(worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
     if isinstance(value, str):
         # openpyxl reads a leading '=' as a formula; a user's text must never run as one.
