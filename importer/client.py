@@ -20,6 +20,9 @@ from importer.endpoints import (
     ACTIVITY_SETTING_PATH,
     ACTIVITY_TYPES_PATH,
     BULK_ADD_PATH,
+    OPPORTUNITIES_BY_ID_PATH,
+    OPPORTUNITIES_BY_LEAD_FIELD_PATH,
+    OPPORTUNITIES_OF_LEAD_PATH,
     WHO_AM_I_PATH,
 )
 from importer.errors import ApiUnusableError, AuthError, UsageError
@@ -56,9 +59,6 @@ log = logging.getLogger(__name__)
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
-OPPORTUNITIES_BY_LEAD_FIELD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesByUniqueLeadField"
-OPPORTUNITIES_OF_LEAD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesOfLead"
-OPPORTUNITIES_BY_ID_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a key is made of
 
 
@@ -220,15 +220,19 @@ class LsqClient:
         *,
         page: int,
         page_size: int,
+        newest_first: bool = False,
         limiter: RateLimiter | None = None,
         attempts: int = 4,
     ) -> Any:
         """POST GetActivitiesOfOpportunity: one page (1-based) of the opportunity's activities of `event`."""
+        body: dict[str, object] = {"Paging": {"PageIndex": page, "PageSize": page_size}}
+        if newest_first:
+            body["Sorting"] = {"ColumnName": "CreatedOn", "Direction": "1"}
         return self.read(
             "POST",
             ACTIVITIES_PATH,
             params={"opportunityId": opportunity_id, "activityEventCode": event},
-            body={"Paging": {"PageIndex": page, "PageSize": page_size}},
+            body=body,
             limiter=limiter,
             attempts=attempts,
         )

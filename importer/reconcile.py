@@ -24,7 +24,6 @@ from importer.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
-ACTIVITIES_PATH = "/v2/OpportunityManagement.svc/GetActivitiesOfOpportunity"
 PAGE_SIZE = 1000  # LeadSquared cuts larger pages to 1000: one read normally covers an opportunity
 SMALL_PAGE_SIZE = 100  # for a service that refuses 1000
 MAX_PAGES = 100
@@ -32,14 +31,16 @@ CLOCK_SKEW = timedelta(minutes=10)  # our clock against LeadSquared's, when deci
 
 
 class Reader(Protocol):
-    def read(
+    def activities_of_opportunity(
         self,
-        method: str,
-        path: str,
+        opportunity_id: str,
+        event: int,
         *,
-        params: dict[str, str | int] | None = None,
-        body: object = None,
+        page: int,
+        page_size: int,
+        newest_first: bool = False,
         limiter: RateLimiter | None = None,
+        attempts: int = 4,
     ) -> Any: ...
 
 
@@ -85,15 +86,8 @@ def _pages(
     found: list[Found] = []
     oldest_wanted = (since - CLOCK_SKEW).strftime("%Y-%m-%d %H:%M:%S") if since else None
     for page in range(1, MAX_PAGES + 1):
-        data = client.read(
-            "POST",
-            ACTIVITIES_PATH,
-            params={"opportunityId": opportunity_id, "activityEventCode": event},
-            body={
-                "Paging": {"PageIndex": page, "PageSize": size},
-                "Sorting": {"ColumnName": "CreatedOn", "Direction": "1"},
-            },
-            limiter=limiter,
+        data = client.activities_of_opportunity(
+            opportunity_id, event, page=page, page_size=size, newest_first=True, limiter=limiter
         )
         items = data.get("List") if isinstance(data, dict) else None
         items = items if isinstance(items, list) else []
