@@ -302,10 +302,11 @@ def row_keys(rows: list[PlannedRow], origins: Mapping[int, Origin], ledger: Ledg
     """Each row's ledger key: its content and occurrence, or for a re-fed workbook row the key its
     original row was recorded under (found by digest, file and row), so it is never posted twice."""
     keys = assign_keys(rows)
+    several_files = len({origin.file for origin in origins.values()}) > 1  # once: not once per row
     wanted = [
         (keys[row.source_row].digest, origins[row.source_row])
         for row in rows
-        if origins[row.source_row].row != row.source_row or len({o.file for o in origins.values()}) > 1
+        if several_files or origins[row.source_row].row != row.source_row
     ]
     if not wanted:
         return keys
