@@ -21,6 +21,7 @@ created in LeadSquared since is found the next night). `--refresh-metadata` igno
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -465,7 +466,8 @@ def resolve(
     finally:
         cache.save()
     errors = sorted(prepared.validated.errors + report.errors, key=lambda error: error.source_row)
-    validated = replace(prepared.validated, rows=rows, errors=errors)
+    validated = copy.copy(prepared.validated)  # not importer.validate's class here: it imports this module
+    validated.rows, validated.errors = rows, errors
     if report.calls:
         log.info("look-ups: %d calls", report.calls)
     return replace(prepared, validated=validated, batches=plan_batches(rows, batch_size)), report

@@ -198,8 +198,9 @@ class Prepared:
     org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
 
 
-def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
-    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing."""
+def prepare(config: ImportConfig, events: _Events | None = None, *, plan: bool = True) -> Prepared:
+    """Read the mapping and the sheet, validate every row, plan the calls (unless not `plan`: then
+    the rows stay columns, `batches` is empty and `validated.call_count` counts them). Sends nothing."""
     events = events or _Events(config)
     events.emit(Phase.READING)
     mapping = load_mapping(config.mapping_path)
@@ -211,20 +212,23 @@ def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
     events.emit(Phase.VALIDATING, rows_total=len(sheet))
     check_columns(mapping, sheet.headers, config.mapping_path)
     validated = validate_sheet(sheet, mapping, config.mapping_path)
-    return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
+    return Prepared(
+        sheet, mapping, validated, plan_batches(validated.rows, config.batch_size) if plan else []
+    )
 
 
 def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
     events = _Events(config)
-    prepared = prepare(config, events)
+    prepared = prepare(config, events, plan=config.online)
     if config.online:
         events.emit(Phase.CHECKING)
         prepared = check_online(config, prepared, events)
-    result = ImportResult(
-        rows_total=len(prepared.sheet), calls=len(prepared.batches) + _lookup_calls(config, prepared)
-    )
+        calls = len(prepared.batches)
+    else:  # the rows are never needed as rows: counted from their columns
+        calls = prepared.validated.call_count(config.batch_size)
+    result = ImportResult(rows_total=len(prepared.sheet), calls=calls + _lookup_calls(config, prepared))
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)

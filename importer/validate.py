@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,6 +30,7 @@ from importer.mapping import (
     render_template,
     template_placeholders,
 )
+from importer.planner import MAX_BATCH, plan_batches
 from importer.records import ActivityBody, FieldValue, PlannedRow, RowError, Sheet, Stage
 
 Converter = Callable[[str], "str | None"]
@@ -59,12 +59,50 @@ _WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
 UNRESOLVED_EVENT = 0
 
 
-@dataclass
 class Validated:
-    """Rows ready to send, and the row errors of the rest (several per row are possible)."""
+    """Rows ready to send, and the row errors of the rest (several per row are possible).
 
-    rows: list[PlannedRow] = field(default_factory=list)
-    errors: list[RowError] = field(default_factory=list)
+    `validate_sheet` leaves the rows as columns until someone asks for `rows`: `validate` needs
+    only their number and its calls (`row_count`, `call_count`), and building a million bodies
+    (and freeing them) was more than half of its time.
+    """
+
+    def __init__(
+        self,
+        rows: list[PlannedRow] | None = None,
+        errors: list[RowError] | None = None,
+        *,
+        build: Callable[[], list[PlannedRow]] | None = None,
+        opportunity_codes: np.ndarray | None = None,
+    ) -> None:
+        self._rows = rows if rows is not None or build is not None else []
+        self.errors = errors if errors is not None else []
+        self._build = build
+        self._opportunity_codes = opportunity_codes  # of the rows kept, while not built
+
+    @property
+    def rows(self) -> list[PlannedRow]:
+        if self._rows is None:
+            assert self._build is not None
+            self._rows, self._build, self._opportunity_codes = self._build(), None, None
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: list[PlannedRow]) -> None:
+        self._rows, self._build, self._opportunity_codes = rows, None, None
+
+    @property
+    def row_count(self) -> int:
+        if self._rows is None and self._opportunity_codes is not None:
+            return len(self._opportunity_codes)
+        return len(self.rows)
+
+    def call_count(self, batch_size: int = MAX_BATCH) -> int:
+        """The calls `plan_batches` makes of the rows: per opportunity, its rows over `batch_size`."""
+        if self._rows is None and self._opportunity_codes is not None:
+            per_opportunity = np.bincount(self._opportunity_codes)
+            return int((-(-per_opportunity // batch_size)).sum())
+        return len(plan_batches(self.rows, batch_size))
 
     @property
     def failed_rows(self) -> set[int]:
@@ -111,7 +149,7 @@ def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "m
             convert = _converter(key, source)
             converted = _convert(sheet, key, source, convert, mapping_path)
         targets[key] = (column_name, converted)
-    return _reject_unknown_cells(sheet, mapping, _assemble(sheet, mapping, targets))
+    return _assemble(sheet, mapping, targets, _unknown_cell_errors(sheet, mapping))
 
 
 def _converter(key: str, source: object) -> Converter:
@@ -250,8 +288,14 @@ def _template_column(sheet: Sheet, template: str) -> _Column:
     return _Column(rendered, codes)  # type: ignore[arg-type]
 
 
-def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | None, _Column]]) -> Validated:
-    result = Validated()
+def _assemble(
+    sheet: Sheet,
+    mapping: Mapping,
+    targets: dict[str, tuple[str | None, _Column]],
+    unknown_cells: list[RowError],
+) -> Validated:
+    """The errors now; the rows kept, as a builder of their bodies (see `Validated`)."""
+    errors: list[RowError] = []
     bad: dict[int, list[RowError]] = {}
     source_rows = sheet.source_rows
     for key, (column_name, converted) in targets.items():
@@ -260,10 +304,31 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
             error = RowError(source_rows[index], Stage.VALIDATION, message, column_name)
             bad.setdefault(index, []).append(error if column_name else _named(error, label))
     for index in sorted(bad):
-        result.errors.extend(bad[index])
+        errors.extend(bad[index])
     keep = np.ones(len(sheet), dtype=bool)
     keep[list(bad)] = False
+    rows_of_sheet = np.asarray(source_rows, dtype=np.int64)
+    if unknown_cells:  # a row using a cell whose value is unknown fails, never sent without it
+        keep[np.isin(rows_of_sheet, [error.source_row for error in unknown_cells])] = False
+        errors = sorted(errors + unknown_cells, key=lambda error: error.source_row)
     kept = np.flatnonzero(keep)
+    opportunity = targets["opportunity_id"][1]
+    # cells that differ (' abc', 'abc') may be one opportunity: number the converted values
+    value_codes = pd.factorize(opportunity.distinct, use_na_sentinel=False)[0]
+    return Validated(
+        errors=errors,
+        build=lambda: _build_rows(mapping, targets, rows_of_sheet[kept], kept),
+        opportunity_codes=value_codes[opportunity.codes[kept]],
+    )
+
+
+def _build_rows(
+    mapping: Mapping,
+    targets: dict[str, tuple[str | None, _Column]],
+    source_rows: np.ndarray,
+    kept: np.ndarray,
+) -> list[PlannedRow]:
+    """Each kept row's activity body, from the converted columns."""
 
     def values(key: str) -> list[str | None]:  # of the rows kept
         return targets[key][1].values(kept) if key in targets else [None] * len(kept)
@@ -276,7 +341,7 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
         if name.startswith("fields.")
     ]
     columns = [
-        np.asarray(source_rows)[kept].tolist(),
+        source_rows.tolist(),
         values("opportunity_id"),
         events,
         values("owner_email"),
@@ -285,7 +350,7 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
         _field_lists(fields, len(kept)),
     ]
     skip_dropdowns = mapping.skip_dropdown_validation
-    rows = result.rows
+    rows: list[PlannedRow] = []
     with gc_paused():
         for source_row, opportunity, event, owner, note, when, fields in zip(*columns, strict=True):
             body: ActivityBody = {"ActivityEvent": event, "ActivityOwnerEmail": owner}
@@ -298,7 +363,7 @@ def _assemble(sheet: Sheet, mapping: Mapping, targets: dict[str, tuple[str | Non
             if skip_dropdowns:
                 body["ValidateDropDownOptions"] = True
             rows.append(PlannedRow(source_row, opportunity, body))
-    return result
+    return rows
 
 
 def _field_entries(schema_name: str, column: _Column, rows: np.ndarray) -> list[object]:
@@ -322,21 +387,16 @@ def _field_lists(columns: list[list[object]], size: int) -> list[list[FieldValue
         return [[entry for entry in row if entry is not None] for row in zip(*columns, strict=True)]
 
 
-def _reject_unknown_cells(sheet: Sheet, mapping: Mapping, validated: Validated) -> Validated:
-    """A row that uses a cell whose value is unknown (`Sheet.cell_problems`) fails, never sent without it."""
+def _unknown_cell_errors(sheet: Sheet, mapping: Mapping) -> list[RowError]:
+    """The rows using a cell whose value is unknown (`Sheet.cell_problems`): they fail."""
     used = {column for _key, source in mapping.targets() for column in source.columns()}
-    present = set(sheet.source_rows)
-    errors = [
+    present = set(sheet.source_rows) if sheet.cell_problems else set()
+    return [
         RowError(row, Stage.VALIDATION, problem, column)
         for column in sorted(used & sheet.cell_problems.keys())
         for row, problem in sheet.cell_problems[column].items()
         if row in present
     ]
-    if errors:
-        failed = {error.source_row for error in errors}
-        validated.rows = [row for row in validated.rows if row.source_row not in failed]
-        validated.errors = sorted(validated.errors + errors, key=lambda error: error.source_row)
-    return validated
 
 
 def _named(error: RowError, label: str) -> RowError:

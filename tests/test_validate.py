@@ -178,3 +178,21 @@ def test_validate_default_fills_empty_cells(tmp_path):
         make_sheet(HEADERS, [row(Amount="")]), load_mapping(write_yaml(tmp_path, text))
     ).rows
     assert {"SchemaName": "mx_Custom_2", "Value": "0"} in planned.body["Fields"]
+
+
+def test_calls_counted_from_columns_equal_the_planned_batches(tmp_path):
+    """`validate` counts calls without building rows; the count is what plan_batches makes of them."""
+    from importer.planner import plan_batches
+
+    opportunities = ["opp-a", " opp-a", "opp-b", "opp-c\u200b", "opp-c", "opp-b", "1.2E+17"] * 23
+    sheet = make_sheet(["Opportunity", "Owner"], [[o, "a@example.com"] for o in opportunities])
+    text = (
+        "activity_event: {value: 201}\nopportunity_id: {column: Opportunity}\nowner_email: {column: Owner}\n"
+    )
+    mapping = load_mapping(write_yaml(tmp_path, text))
+    for batch_size in (1, 7, 25):
+        validated = validate_sheet(sheet, mapping)
+        counted = validated.call_count(batch_size)
+        assert validated.row_count == len(opportunities) - 23  # the Excel-mangled ids fail
+        assert counted == len(plan_batches(validated.rows, batch_size))
+        assert validated.call_count(batch_size) == counted  # and once built, from the rows
