@@ -88,6 +88,22 @@ def child_main(kind: str, path: str, extra: str) -> None:
         print(json.dumps({"seconds": time.perf_counter() - started, "rows": len(sheet)}))
     elif kind == "stages":
         print(json.dumps(stages(path, extra)))
+    elif kind == "validate-ratio":
+        print(json.dumps(validate_ratio(Path(path), Path(extra))))
+    elif kind == "ledger-build":
+        import ledger  # noqa: PLC0415 - bench/ledger.py, beside this file
+
+        source, mapping = extra.split(",")
+        print(json.dumps({"rows": ledger.build_ledger(Path(path), Path(source), Path(mapping))}))
+    elif kind.startswith("ledger-"):
+        import ledger  # noqa: PLC0415
+
+        source, mapping, work = extra.split(",")
+        print(json.dumps(ledger.measure(kind, Path(source), Path(mapping), Path(path), Path(work))))
+    elif kind == "lookup":
+        import ledger  # noqa: PLC0415
+
+        print(json.dumps(ledger.measure_lookup(int(path))))
     else:
         raise SystemExit(f"unknown child measurement {kind!r}")
 
@@ -121,6 +137,22 @@ def stages(path: str, mapping_path: str) -> dict[str, float]:
     return times
 
 
+def validate_ratio(path: Path, mapping: Path) -> dict[str, float]:
+    """A bare `pandas.read_csv(dtype=str)` of the file, then what `validate` does, in this process."""
+    import pandas as pd  # noqa: PLC0415
+
+    from importer.runs import validate_pattern  # noqa: PLC0415
+
+    started = time.perf_counter()
+    frame = pd.read_csv(path, dtype=str)
+    read = time.perf_counter() - started
+    del frame
+    config = ImportConfig(input_path=path, mapping_path=mapping, errors_path=path.with_suffix(".ratio.xlsx"))
+    started = time.perf_counter()
+    validate_pattern(config, str(path))
+    return {"read": read, "validate": time.perf_counter() - started}
+
+
 # --- reading and validating --------------------------------------------------------------------
 
 
@@ -128,13 +160,19 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda run: run.seconds)[len(runs) // 2]
 
 
+def made(work: Path, kind: str, rows: int, seed: int, name: str = "activities") -> Path:
+    """The data file of `rows` rows in `work`, made once (a --data folder keeps it between runs)."""
+    path = work / f"{name}-{rows}.{kind}"
+    if not path.exists():
+        child(kind, str(path), f"{rows},{seed}")
+    return path
+
+
 def bench_validate(work: Path, rows: int, xlsx_rows: int, repeat: int) -> tuple[list[dict], dict]:
     """Each measurement `repeat` times (the openpyxl baseline, slow, one time fewer); medians."""
     mapping = work / "mapping.yaml"
     mapping.write_text(data.MAPPING_YAML)
-    csv, xlsx = work / f"activities-{rows}.csv", work / f"activities-{xlsx_rows}.xlsx"
-    child("csv", str(csv), f"{rows},1")
-    child("xlsx", str(xlsx), f"{xlsx_rows},2")
+    csv, xlsx = made(work, "csv", rows, 1), made(work, "xlsx", xlsx_rows, 2)
     results = []
     for path, count in ((csv, rows), (xlsx, xlsx_rows)):
         runs = [
@@ -175,7 +213,36 @@ def bench_validate(work: Path, rows: int, xlsx_rows: int, repeat: int) -> tuple[
     stage_times = {
         name: statistics.median(m[name] for m in overhead) for name in ("load", "validate", "plan", "keys")
     }
-    return results, {"rows": rows, **stage_times}
+    ratios = sorted(
+        (child("validate-ratio", str(csv), str(mapping)) for _ in range(repeat)),
+        key=lambda m: m["validate"] / m["read"],
+    )
+    middle = ratios[len(ratios) // 2]
+    return results, {
+        "rows": rows,
+        **stage_times,
+        "bare_read": middle["read"],
+        "in_process": middle["validate"],
+    }
+
+
+def bench_ledger(work: Path, rows: int, nightly_rows: int) -> list[dict]:
+    """Issue 9: a nightly file against a ledger holding `rows` rows, and a rerun of those rows."""
+    mapping = work / "mapping.yaml"
+    mapping.write_text(data.MAPPING_YAML)
+    big, nightly = made(work, "csv", rows, 1), made(work, "csv", nightly_rows, 3, name="nightly")
+    ledger_path = work / f"ledger-{rows}.sqlite"
+    if not ledger_path.exists():
+        child("ledger-build", str(ledger_path), f"{big},{mapping}")
+    measured = []
+    for kind, source in (("ledger-nightly", nightly), ("ledger-rerun", big)):
+        result = child(kind, str(ledger_path), f"{source},{mapping},{work}")
+        measured.append({"kind": kind, "ledger_rows": rows, **result})
+    return measured
+
+
+def bench_lookup(activities: int) -> dict:
+    return child("lookup", str(activities), "")
 
 
 # --- sending -------------------------------------------------------------------------------------
@@ -309,7 +376,15 @@ def machine() -> str:
     )
 
 
-def table(validated: list[dict], stage_info: dict | None, sends: list[dict], repeat: int) -> str:
+def table(
+    validated: list[dict],
+    stage_info: dict | None,
+    sends: list[dict],
+    repeat: int,
+    *,
+    ledger_info: list[dict] | None = None,
+    lookup_info: dict | None = None,
+) -> str:
     lines = [f"Machine: {machine()}", ""]
     if validated and stage_info:
         lines += [
@@ -338,6 +413,48 @@ def table(validated: list[dict], stage_info: dict | None, sends: list[dict], rep
             f"validate, included in `validate` above); journal keys {times['keys']:.2f} s "
             f"({times['keys'] / base:.0%}), paid before the first call only by a rerun against a journal "
             "that holds rows: a first run computes each key as it sends the row.",
+        ]
+    if stage_info and "bare_read" in stage_info:
+        ratio = stage_info["in_process"] / stage_info["bare_read"]
+        cli = next(item["seconds"] for item in validated if item["key"] == "csv")
+        xlsx = {item["key"]: item["seconds"] for item in validated}
+        lines += [
+            "",
+            f"Against the baselines in the same run: `validate` of the {stage_info['rows']:,}-row CSV took "
+            f"{stage_info['in_process']:.2f} s in one process after a bare `pandas.read_csv(dtype=str)` of "
+            f"the same file took {stage_info['bare_read']:.2f} s there: {ratio:.2f}x "
+            f"(the whole `lsq-import validate` process, start-up included: {cli / stage_info['bare_read']:.2f}x). "
+            f"`validate` of the XLSX: {xlsx['xlsx'] / xlsx['read-openpyxl']:.3f}x an openpyxl read of it.",
+        ]
+    if ledger_info:
+        lines += [
+            "",
+            "The account ledger before the first call (each in a fresh process; `validate` = load and "
+            "validate the file in the same process; rows = building the bodies and planning the calls, "
+            "which any run does; ledger = keys, claims and the ledger's word on every row):",
+            "",
+            "| measurement | ledger holds | file rows | validate | rows | keys | ledger | ledger / validate | peak RSS |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        names = {
+            "ledger-nightly": "a nightly file of new rows",
+            "ledger-rerun": "a rerun of the file the ledger holds",
+        }
+        for item in ledger_info:
+            lines.append(
+                f"| {names[item['kind']]} | {item['ledger_rows']:,} | {item['rows_total']:,} | "
+                f"{item['validate']:.2f} s | {item['rows']:.2f} s | {item['keys']:.2f} s | "
+                f"{item['ledger']:.2f} s | {item['ledger'] / item['validate']:.2f} | {item['peak_mb']:,.0f} MB |"
+            )
+    if lookup_info:
+        narrow, everything = lookup_info["since the uncertain call"], lookup_info["everything"]
+        lines += [
+            "",
+            f"Looking up an uncertain row on an opportunity already holding {lookup_info['activities']:,} "
+            f"activities of its event: {narrow['read_calls']} read call(s) (newest first, pages of 1,000, "
+            f"stopping at activities older than the uncertain call; the row "
+            f"{'found' if narrow['has_uncertain_row'] else 'NOT found'}); reading all of them: "
+            f"{everything['read_calls']} calls for {everything['found']:,} activities.",
         ]
     if sends:
         lines += [
@@ -392,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", default="100,300", help="sandbox latency range in ms (default 100,300)")
     parser.add_argument("--skip-validate", action="store_true")
     parser.add_argument("--skip-send", action="store_true")
+    parser.add_argument("--skip-ledger", action="store_true")
+    parser.add_argument("--skip-lookup", action="store_true")
+    parser.add_argument("--nightly-rows", type=int, default=50_000, help="rows of the nightly file")
+    parser.add_argument(
+        "--activities", type=int, default=10_000, help="activities on the looked-up opportunity"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="keep the generated files (and the ledger) here and reuse them next time"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -400,12 +526,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.rows, args.xlsx_rows, args.repeat, args.calls, args.limits = 2000, 500, 1, 26, "25/1"
+        args.nightly_rows, args.activities = 300, 1500
     latency = tuple(float(ms) for ms in args.latency.split(","))
     with tempfile.TemporaryDirectory(prefix="lsq-bench-") as folder:
         work = Path(folder)
+        data_dir = args.data or work  # generated inputs and the big ledger: reusable with --data
+        data_dir.mkdir(parents=True, exist_ok=True)
         validated, stages = (
-            ([], None) if args.skip_validate else bench_validate(work, args.rows, args.xlsx_rows, args.repeat)
+            ([], None)
+            if args.skip_validate
+            else bench_validate(data_dir, args.rows, args.xlsx_rows, args.repeat)
         )
+        ledgers = [] if args.skip_ledger else bench_ledger(data_dir, args.rows, args.nightly_rows)
+        lookup = None if args.skip_lookup else bench_lookup(args.activities)
         sends = (
             []
             if args.skip_send
@@ -418,10 +551,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"machine": machine(), "validate": validated, "stages": stages, "send": sends}, indent=2
+                {
+                    "machine": machine(),
+                    "validate": validated,
+                    "stages": stages,
+                    "ledger": ledgers,
+                    "lookup": lookup,
+                    "send": sends,
+                },
+                indent=2,
             )
         )
-    print(table(validated, stages, sends, args.repeat))
+    print(table(validated, stages, sends, args.repeat, ledger_info=ledgers, lookup_info=lookup))
     return 0
 
 

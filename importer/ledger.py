@@ -68,17 +68,15 @@ class RowKey(NamedTuple):
     occurrence: int
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a row came from: the input's file name and the row number the spreadsheet shows."""
 
     file: str
     row: int
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What the ledger knows of one row."""
+class Entry(NamedTuple):
+    """What the ledger knows of one row (NamedTuples: a rerun reads a million of each)."""
 
     state: RowState
     activity_id: str | None = None
@@ -300,6 +298,10 @@ class SqliteLedger:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a process crash
+            # a ledger grows by every row sent: a page cache that holds the key index of a million
+            # rows, and the key lists of a large file's look-ups in memory, not in a temp file
+            connection.execute("PRAGMA cache_size=-131072")  # KiB: 128 MiB at most, used as needed
+            connection.execute("PRAGMA temp_store=MEMORY")
             connection.executescript(_SCHEMA)
             ledger._check_account(base_url, org_id)
             if created and environ is not None:

@@ -300,9 +300,12 @@ class Sandbox:
         """Copies of the stored activities, in creation order."""
         return self._service.activities(opportunity_id)
 
-    def add_activity(self, opportunity_id: str, body: dict[str, Any]) -> StoredActivity:
-        """Store an activity as a test's existing data, without validation or counting."""
-        return self._service.add(opportunity_id, body)
+    def add_activity(
+        self, opportunity_id: str, body: dict[str, Any], *, created_on: str | None = None
+    ) -> StoredActivity:
+        """Store an activity as a test's existing data, without validation or counting; `created_on`
+        ('YYYY-MM-DD HH:MM:SS', UTC) backdates it, as data from before a run (now by default)."""
+        return self._service.add(opportunity_id, body, created_on)
 
     @property
     def stats(self) -> SandboxStats:

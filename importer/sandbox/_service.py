@@ -132,8 +132,8 @@ class Service:
             stored = list(self._activities)
         return [copy_activity(a) for a in stored if opportunity_id in (None, a.opportunity_id)]
 
-    def add(self, opportunity_id: str, body: dict[str, Any]) -> StoredActivity:
-        activity = stored_activity(opportunity_id, body, utc_now())
+    def add(self, opportunity_id: str, body: dict[str, Any], created_on: str | None = None) -> StoredActivity:
+        activity = stored_activity(opportunity_id, body, created_on or utc_now())
         with self._lock:
             self._activities.append(activity)  # existing data: visible at once, whatever the lag
         return copy_activity(activity)
