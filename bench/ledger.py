@@ -56,7 +56,7 @@ def build_ledger(path: Path, source: Path, mapping_path: Path) -> int:
     with SqliteLedger.open(path, HOST, ORG) as ledger:
         origins = row_origins(sheet, source)  # type: ignore[arg-type]
         keys = row_keys(rows, origins, ledger)
-        ledger.claim([(keys[row.source_row], row, origins[row.source_row]) for row in rows])
+        ledger.claim([(keys[row.source_row], row, origins[row.source_row]) for row in rows])  # all new
         ledger.record([Record(keys[row.source_row], row, RowState.POSTED, None, None) for row in rows])
     return len(rows)
 

@@ -73,10 +73,9 @@ def resume(
     resend: bool = False,
 ) -> Resume:
     """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send."""
-    claims = ledger.claim(
+    claims, known = ledger.claim(
         [(keys[row.source_row], row, origins[row.source_row]) for row in rows], resend=resend
     )
-    known = ledger.entries(keys[row.source_row] for row in rows)
     result = Resume()
     to_check: list[PlannedRow] = []
     for row in rows:
