@@ -409,10 +409,11 @@ def table(
         lines += [
             "",
             f"Stages in one process, {times['rows']:,} CSV rows: load {times['load']:.2f} s, validate "
-            f"{times['validate']:.2f} s, plan {times['plan']:.2f} s ({times['plan'] / base:.0%} of load + "
-            f"validate, included in `validate` above); journal keys {times['keys']:.2f} s "
-            f"({times['keys'] / base:.0%}), paid before the first call only by a rerun against a journal "
-            "that holds rows: a first run computes each key as it sends the row.",
+            f"{times['validate']:.2f} s (`validate` does these two, then writes the error workbook); then "
+            f"building the rows' bodies and planning the calls {times['plan']:.2f} s "
+            f"({times['plan'] / base:.0%} of load + validate), which only `run` does; ledger keys "
+            f"{times['keys']:.2f} s ({times['keys'] / base:.0%}), paid before the first call only by a "
+            "rerun against a ledger that holds rows (see the ledger table).",
         ]
     if stage_info and "bare_read" in stage_info:
         ratio = stage_info["in_process"] / stage_info["bare_read"]

@@ -29,3 +29,12 @@ def test_bench_quick_run_measures_everything_it_reports(tmp_path):
     assert send["exit_code"] == 0
     assert send["posted"] == send["rows"]  # every row arrived, whatever was throttled
     assert send["calls"] >= send["minimum"]
+    assert {item["kind"] for item in measured["ledger"]} == {"ledger-nightly", "ledger-rerun"}
+    rerun = next(item for item in measured["ledger"] if item["kind"] == "ledger-rerun")
+    assert rerun["skipped"] == rerun["rows_total"] > 0
+    assert rerun["to_send"] == 0
+    narrow = measured["lookup"]["since the uncertain call"]
+    assert narrow["read_calls"] == 1
+    assert narrow["has_uncertain_row"]
+    assert measured["stages"]["bare_read"] > 0
+    assert measured["stages"]["in_process"] > 0
