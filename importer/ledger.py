@@ -236,7 +236,14 @@ class SqliteLedger:
     ) -> SqliteLedger:
         """Open (or create) the ledger at `path` for the account (host, org); register this run."""
         path = Path(path)
-        created = not path.exists() or path.stat().st_size == 0
+        created = not path.exists()
+        if not created and path.is_file() and path.stat().st_size == 0:
+            # a truncated ledger taken as new would post every row of its account again
+            raise LedgerError(
+                f"{path}: the ledger is empty (0 bytes), so it no longer knows which rows were sent. "
+                "Restore it from a backup and run again; only if no import was ever made to this "
+                "account from this machine, delete the file to start a new ledger"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)

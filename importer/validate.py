@@ -48,8 +48,9 @@ _SERIAL_RANGE = (20000, 80000)
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 _MIN_YEAR = 1900
 _MAX_DIGITS = 30  # before or after the decimal point
-# A number already as `_number` writes it (ASCII digits: \d takes any script's), within _MAX_DIGITS.
-_PLAIN_DECIMAL = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})(\.[0-9]{{1,{_MAX_DIGITS}}})?\Z")
+# A number already as `_number` writes it (ASCII digits: \d takes any script's), within _MAX_DIGITS:
+# no trailing zeros after the point, so "12.50" and Excel's 12.5 are one value and one row identity.
+_PLAIN_DECIMAL = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})(\.[0-9]{{0,{_MAX_DIGITS - 1}}}[1-9])?\Z")
 # Zero-width characters that text copied from web pages and PDFs carries around values.
 _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _TRUE = {"true", "yes", "y", "1"}
@@ -397,7 +398,7 @@ def _event_code(text: str) -> str:
 
 
 def _number(text: str) -> str:
-    if _PLAIN_DECIMAL.match(text):  # already how Decimal writes it: most cells of a number column
+    if _PLAIN_DECIMAL.match(text) and text != "-0":  # already canonical: most cells of a number column
         return text
     candidate = text.replace(",", "") if _GROUPED_NUMBER.match(text) else text
     if not _NUMBER.match(candidate):
@@ -411,7 +412,8 @@ def _number(text: str) -> str:
         raise ValueError(
             f"not a number a field can hold: '{text}' has more than {_MAX_DIGITS} digits written out"
         )
-    return format(number, "f")
+    written = format(number, "f") if number else "0"
+    return written.rstrip("0").rstrip(".") if "." in written else written
 
 
 def _boolean(text: str) -> str:

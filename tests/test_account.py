@@ -382,7 +382,7 @@ def test_rows_numbers_dates_and_booleans_are_checked_by_data_type():
     assert field_values(result) == [
         {
             "mx_Custom_1": "P1",
-            "mx_Custom_2": "1234.50",
+            "mx_Custom_2": "1234.5",
             "mx_Custom_3": "2024-03-05 00:00:00",
             "mx_Custom_7": "true",
         }

@@ -218,7 +218,7 @@ def test_run_rows_checked_against_the_account_before_sending(tmp_path, sandbox, 
     (stored,) = [a for a in sandbox.activities() if a.fields["mx_Custom_1"] == "P0"]
     assert stored.fields["mx_Custom_4"] == "Branch"  # the option's exact spelling
     assert stored.fields["mx_Custom_6"] == "PAN Card;Aadhaar"
-    assert stored.fields["mx_Custom_2"] == "1250.50"
+    assert stored.fields["mx_Custom_2"] == "1250.5"
     assert len(sandbox.activities()) == 1
     errors = {row["Source Row"]: row for row in error_rows(tmp_path / "t.errors.xlsx")}
     assert {row: errors[row]["Error Stage"] for row in errors} == {

@@ -72,6 +72,7 @@ class Faults:
     read_lag_s: float = 0.0  # an activity is listed only this many clock seconds after creation
     throttle_status: int = 429  # status of throttled answers: 429, 403 or 200
     plain_404: bool = False  # unknown paths: plain-text 404 instead of the JSON envelope
+    reads_fail: bool = False  # GetActivitiesOfOpportunity answers 503: a look-up itself fails
 
     def __post_init__(self) -> None:
         chances = self.chances()

@@ -360,6 +360,8 @@ class Service:
         skip, size = paging(body)
         column, descending = sorting(body)
         self._check_opportunity(opportunity_id)
+        if self._faults.reads_fail:
+            return plain_error(503)
         matches = self._listed(opportunity_id, event)
         if column == "ActivityDateTime":  # stable: equal times keep creation order
             matches.sort(key=lambda activity: activity.activity_datetime)
