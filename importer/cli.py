@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
 
@@ -72,6 +73,9 @@ def main(
     except SystemExit as exc:  # argparse already printed usage or help
         return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
     handler: list[logging.Handler] = []
+    if args.log_format == "json":  # every line JSON, stdout too (but not init-mapping's YAML)
+        err = JsonLines(err)
+        out = out if args.command is _cmd_init_mapping else JsonLines(out)
     try:
         handler = _setup_logging(args, err)
         return int(args.command(args, env, out, err))
@@ -91,6 +95,9 @@ def main(
         return int(ExitStatus.INPUT_ERROR)
     finally:
         _teardown_logging(handler)
+        for stream in (out, err):
+            if isinstance(stream, JsonLines):
+                stream.finish()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -292,25 +299,12 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        return json.dumps(entry, ensure_ascii=False, default=str)
-
-
 def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     handlers: list[logging.Handler] = [logging.StreamHandler(err)]
     if args.log_file:
         try:
+            args.log_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no logs/ yet
             handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--log-file {args.log_file}: cannot be written ({exc.strerror})") from None
@@ -491,15 +485,18 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         if args.summary_json:
             from importer.atomic import write_json_atomically
 
-            with contextlib.suppress(ImporterError):
+            try:
                 write_json_atomically(
                     args.summary_json,
                     {
                         "input": str(args.input),
                         "error": _as_flags(str(exc)),
                         "exit_code": int(exc.exit_status),
+                        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     },
                 )
+            except ImporterError as problem:
+                print(f"lsq-import: error: summary NOT written: {problem}", file=err)
         raise
 
 

@@ -18,7 +18,7 @@ import requests
 
 from importer.account import MetadataSettings, check_keys, open_account
 from importer.account_checks import check_mapping, check_rows, mapped_event
-from importer.atomic import write_json_atomically
+from importer.atomic import prepare_folder, write_json_atomically
 from importer.client import Credentials, LsqClient, host_of
 from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
@@ -143,6 +143,7 @@ class ImportResult:
     stop_reason: str | None = None
     interrupted: bool = False
     report_problem: str | None = None  # why the error workbook could not be written after sending
+    summary_problem: str | None = None  # why --summary-json could not be written (the run's code stands)
     errors: list[RowError] = field(default_factory=list, repr=False)
     skipped_from: list[dict[str, object]] = field(default_factory=list)  # {"file", "posted_on", "rows"}
     ledger: Path | None = None
@@ -217,6 +218,7 @@ def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
 def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
+    _prepare_outputs(config, workbook=False)
     events = _Events(config)
     prepared = prepare(config, events)
     if config.online:
@@ -245,9 +247,7 @@ def run_import(config: ImportConfig) -> ImportResult:
     token = config.cancel or CancelToken()
     prepared = prepare(config, events)
     client = _client_of(config)  # raises before anything else when the host or the keys are missing
-    check_writable(config.error_report_path)
-    if config.summary_json is not None:
-        check_writable(config.summary_json)
+    _prepare_outputs(config)
     if not config.use_journal:
         log.warning(
             "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
@@ -309,6 +309,16 @@ def run_import(config: ImportConfig) -> ImportResult:
         remove_callback()
     events.finished(result)
     return result
+
+
+def _prepare_outputs(config: ImportConfig, *, workbook: bool = True) -> None:
+    """The folders of --errors and --summary-json made and checked before anything is sent."""
+    if config.errors_path is not None:
+        prepare_folder(config.errors_path, "the error workbook")
+    if workbook:
+        check_writable(config.error_report_path)
+    if config.summary_json is not None:
+        prepare_folder(config.summary_json, "the summary")
 
 
 def _report_stopped(
@@ -775,7 +785,23 @@ def _finish(
     release_frozen()  # the run is done with its rows: back in reach of the cycle collector (gcpause)
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
-        write_json_atomically(config.summary_json, result.summary())
+        result.summary_problem = write_summary(config.summary_json, result.summary())
+
+
+def write_summary(path: Path, summary: dict[str, object]) -> str | None:
+    """Write --summary-json; None when written, else why not (logged, never raised).
+
+    By now rows may have been posted: exit 2 ("nothing was sent") would be a lie, so the run
+    keeps its own exit status and says where the summary could not go.
+    """
+    data = {**summary, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        write_json_atomically(path, data)
+    except OutputError as exc:
+        problem = f"summary NOT written: {exc}; the counts are in this run's output"
+        log.error("%s", problem)
+        return problem
+    return None
 
 
 def _origins_of(sheet: Sheet, config: ImportConfig) -> dict[int, tuple[str, int]]:
