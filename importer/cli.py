@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -104,14 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lsq-import",
         description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
-        epilog="Exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or "
-        "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted "
-        "(Ctrl-C or SIGTERM).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="validate a sheet, check it against the account, post its rows")
+    run = _command(commands, "run", "validate a sheet, check it against the account, post its rows")
     _add_input_options(run)
     run.set_defaults(input=None)
     _add_send_options(run)
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(run)
     run.set_defaults(command=_cmd_run)
 
-    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet; sends nothing")
+    validate = _command(commands, "validate", "read, map, validate and plan a sheet; sends nothing")
     _add_input_options(validate)
     validate.add_argument(
         "--online",
@@ -130,12 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(validate)
     validate.set_defaults(command=_cmd_validate)
 
-    check = commands.add_parser("check", help="check the API keys and host: whose keys, which API host")
+    check = _command(commands, "check", "check the API keys and host: whose keys, which API host")
     _add_send_options(check)
     _add_logging_options(check)
     check.set_defaults(command=_cmd_check)
 
-    init = commands.add_parser("init-mapping", help="print a commented starter mapping guessed from a sheet")
+    init = _command(commands, "init-mapping", "print a commented starter mapping guessed from a sheet")
     init.add_argument("input", type=Path, help="the spreadsheet: .csv, .xlsx, .xlsm, .xls or .ods")
     init.add_argument(
         "--activity-event", required=True, help='activity event code (201) or name ("Site Visit")'
@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(init)
     init.set_defaults(command=_cmd_init_mapping)
 
-    sandbox = commands.add_parser("sandbox", help="serve the local LeadSquared emulator")
+    sandbox = _command(commands, "sandbox", "serve the local LeadSquared emulator")
     sandbox.add_argument(
         "--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)"
     )
@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(sandbox)
     sandbox.set_defaults(command=_cmd_sandbox)
 
-    demo = commands.add_parser("demo", help="import the sample data into an in-process sandbox")
+    demo = _command(commands, "demo", "import the sample data into an in-process sandbox")
     demo.add_argument(
         "--errors",
         type=Path,
@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(demo)
     demo.set_defaults(command=_cmd_demo)
 
-    serve = commands.add_parser("serve", help="start the web page: upload, map, preview, import")
+    serve = _command(commands, "serve", "start the web page: upload, map, preview, import")
     serve.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
@@ -189,6 +189,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_logging_options(serve)
     serve.set_defaults(command=_cmd_serve)
+    return parser
+
+
+_ENVIRONMENT = """\
+environment:
+  LSQ_ACCESS_KEY, LSQ_SECRET_KEY  the API keys (Settings > API and Webhooks); never on the command line
+  LSQ_HOST                        the account's API host, e.g. api-in21.leadsquared.com (or --host)
+  LSQ_IMPORT_STATE_DIR            where the ledgers live (default ~/.local/state/lsq-import)
+  LSQ_IMPORT_CACHE_DIR            where the account's metadata is kept (default ~/.cache/lsq-import)"""
+
+_EPILOG = f"""\
+{_ENVIRONMENT}
+
+examples:
+  lsq-import demo
+  lsq-import check
+  lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml
+  lsq-import validate visits.xlsx --mapping mappings/visits.yaml --online
+  lsq-import run visits.xlsx --mapping mappings/visits.yaml
+  lsq-import COMMAND --help      options of one command, with an example
+
+exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or input error
+  (nothing sent); 3 API unusable (bad keys, host unreachable); 4 ledger unusable; 130 interrupted
+  (Ctrl-C or SIGTERM)"""
+
+_EXAMPLES = {
+    "run": "lsq-import run visits.xlsx --mapping mappings/visits.yaml\n"
+    "  lsq-import run 'incoming/*.xlsx' --mapping mappings/visits.yaml --archive archive "
+    "--log-format json --summary-json logs/last.json",
+    "validate": "lsq-import validate visits.xlsx --mapping mappings/visits.yaml           # offline\n"
+    "  lsq-import validate 'incoming/*.xlsx' --mapping mappings/visits.yaml --online",
+    "check": "lsq-import check --host api-in21.leadsquared.com",
+    "init-mapping": "lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml",
+    "sandbox": "lsq-import sandbox --port 8765      # then: export the three lines it prints",
+    "demo": "lsq-import demo",
+    "serve": "lsq-import serve --sandbox         # or: lsq-import serve (your account)",
+}
+_NEEDS_KEYS = {"run", "check", "validate", "init-mapping", "serve"}
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example and, when it talks to an account, the variables."""
+    epilog = f"example:\n  {_EXAMPLES[name]}"
+    if name in _NEEDS_KEYS:
+        epilog += f"\n\n{_ENVIRONMENT}"
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     return parser
 
 
@@ -637,7 +685,16 @@ def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err
     from importer.throttle import RateLimit
 
     limit = RateLimit.parse(args.rate_limit)
-    with Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port) as sandbox:
+    try:
+        server = Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise UsageError(
+            f"port {args.port} is already in use (a sandbox started earlier still running?): stop that "
+            f"one, or pick another port: --port {args.port + 1}, or --port 0 for any free one"
+        ) from None
+    with server as sandbox:
         print(f"LeadSquared sandbox at {sandbox.url} (rate limit {limit}); Ctrl-C stops it.", file=out)
         print(f"  export LSQ_HOST={sandbox.url}", file=out)
         print(

@@ -20,13 +20,13 @@ from importer.account import MetadataSettings, check_keys, open_account
 from importer.account_checks import check_mapping, check_rows, mapped_event
 from importer.atomic import prepare_folder, write_json_atomically
 from importer.client import Credentials, LsqClient, host_of
-from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
+from importer.errors import ApiUnusableError, ExitStatus, MappingError, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
 from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path, state_dir
-from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
+from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet, sheet_holding
 from importer.lookup import needs_lookup, planned_calls, resolve
-from importer.mapping import Mapping, check_columns, load_mapping
+from importer.mapping import CHOOSE, Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import PlannedRow, RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
@@ -199,20 +199,49 @@ class Prepared:
     org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
 
 
-def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
-    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing."""
+def prepare(config: ImportConfig, events: _Events | None = None, *, unchosen_ok: bool = False) -> Prepared:
+    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing.
+
+    `unchosen_ok` (validate): a starter mapping's `CHOOSE A COLUMN` is checked as an empty
+    column, so every other column is checked meanwhile; a run refuses it.
+    """
     events = events or _Events(config)
     events.emit(Phase.READING)
     mapping = load_mapping(config.mapping_path)
     sheet = load_sheet(config.input_path, config.sheet)
     for note in sheet.notes:
         log.warning("%s: %s", config.input_path, note)
+    sheet = _unchosen_columns(config, mapping, sheet, unchosen_ok=unchosen_ok)
     if not len(sheet):  # a quiet day's export: nothing to do, which is not an error
         log.warning("%s: no data rows under the header: nothing to import", config.input_path)
     events.emit(Phase.VALIDATING, rows_total=len(sheet))
-    check_columns(mapping, sheet.headers, config.mapping_path)
+    try:
+        check_columns(mapping, sheet.headers, config.mapping_path)
+    except MappingError as exc:  # the data may well be on another sheet of the workbook
+        columns = [column for _key, source in mapping.targets() for column in source.columns()]
+        hint = sheet_holding(config.input_path, columns, sheet.sheet_name)
+        if hint:
+            exc.args = (f"{exc}; {hint}",)
+        raise
     validated = validate_sheet(sheet, mapping, config.mapping_path)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
+
+
+def _unchosen_columns(config: ImportConfig, mapping: Mapping, sheet: Sheet, *, unchosen_ok: bool) -> Sheet:
+    """The sheet with an empty `CHOOSE A COLUMN` column when the mapping still names it."""
+    unchosen = [key for key, source in mapping.targets() if CHOOSE in source.columns()]
+    if not unchosen or CHOOSE in sheet.headers:
+        return sheet
+    headers = ", ".join(f"'{header}'" for header in sheet.headers[:12])
+    problem = (
+        f"{', '.join(unchosen)}: still '{CHOOSE}' (from init-mapping): put the header of the column "
+        f"to use there, one of {headers}"
+    )
+    if not unchosen_ok:
+        raise MappingError(config.mapping_path, f"{problem}; nothing was sent")
+    log.warning("%s: %s; until then every row fails on it", config.mapping_path, problem)
+    frame = sheet.frame.assign(**{CHOOSE: ""})
+    return replace(sheet, headers=[*sheet.headers, CHOOSE], frame=frame)
 
 
 def validate_file(config: ImportConfig) -> ImportResult:
@@ -220,7 +249,7 @@ def validate_file(config: ImportConfig) -> ImportResult:
     started = time.monotonic()
     _prepare_outputs(config, workbook=False)
     events = _Events(config)
-    prepared = prepare(config, events)
+    prepared = prepare(config, events, unchosen_ok=True)
     if config.online:
         events.emit(Phase.CHECKING)
         prepared = check_online(config, prepared, events)

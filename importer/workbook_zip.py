@@ -84,6 +84,39 @@ def unknown_cells(path: Path, sheet_name: str) -> dict[tuple[int, int], str]:
         return {}  # python-calamine read it, so it is readable; this check only adds detail
 
 
+_HIDDEN_ROW = re.compile(rb'<row\b[^>]*?\bhidden="(?:1|true)"[^>]*>')
+_ROW_NUMBER = re.compile(rb'\br="([0-9]+)"')
+
+
+def hidden_rows(path: Path, sheet_name: str) -> list[int]:
+    """Rows (from 1) of an .xlsx/.xlsm sheet that Excel hides: hidden by hand or by a filter."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            part = _sheet_part(archive, sheet_name)
+            if part is None:
+                return []
+            with archive.open(part) as stream:
+                return list(_hidden_in(stream))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, ElementTree.ParseError, zlib.error):
+        return []  # python-calamine read it; this check only adds a note
+
+
+def _hidden_in(stream: IO[bytes]) -> Iterator[int]:
+    pending = b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        pending += chunk
+        end = _after_last_row(pending) if chunk else len(pending)  # a row tag never split
+        block, pending = pending[:end], pending[end:]
+        if b"hidden=" in block:  # most sheets hide nothing: skip the regex
+            for row in _HIDDEN_ROW.finditer(block):
+                ref = _ROW_NUMBER.search(row.group(0))
+                if ref:
+                    yield int(ref.group(1))
+        if not chunk:
+            return
+
+
 def _sheet_part(archive: zipfile.ZipFile, sheet_name: str) -> str | None:
     """The zip member holding the sheet, from workbook.xml and its relationships."""
     # S314: expat (2.5 here) refuses entity-expansion bombs, ElementTree never fetches external
