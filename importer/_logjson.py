@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 # "lsq-import: error: ..." and friends: the level in the object, the message without the prefix
-_PREFIX = re.compile(r"^lsq-import: (?P<level>error|warning|note): ")
+_PREFIX = re.compile(r"^lsq-import(?: (?P<command>[a-z-]+))?: (?P<level>error|warning|note): ")
 _LEVELS = {"error": "error", "warning": "warning", "note": "info"}
 
 
@@ -53,6 +53,8 @@ def as_json_line(line: str) -> str:
     match = _PREFIX.match(line)
     level = _LEVELS[match.group("level")] if match else "info"
     message = line[match.end() :] if match else line
+    if match and match.group("command"):
+        message = f"{match.group('command')}: {message}"
     entry = {"time": _now(), "level": level, "logger": "lsq-import", "message": message}
     return json.dumps(entry, ensure_ascii=False)
 

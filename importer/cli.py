@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
@@ -71,7 +72,12 @@ def main(
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage or help
+    except _ParseError as exc:  # a mistyped option in a nightly job: one JSON line under --log-format json
+        json_lines = _wants_json(sys.argv[1:] if argv is None else argv)
+        stream = JsonLines(err) if json_lines else err
+        print(exc.message if json_lines else f"{exc.usage}{exc.message}", file=stream)
+        return ExitStatus.INPUT_ERROR
+    except SystemExit as exc:  # argparse already printed help or the version
         return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
     handler: list[logging.Handler] = []
     if args.log_format == "json":  # every line JSON, stdout too (but not init-mapping's YAML)
@@ -101,8 +107,28 @@ def main(
                 stream.finish()
 
 
+class _ParseError(Exception):
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage, self.message = usage, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is raised, for main() to print in the chosen log format."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseError(self.format_usage(), f"{self.prog}: error: {message}")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    words = list(argv)
+    return "--log-format=json" in words or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(words)
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lsq-import",
         description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
         epilog=_EPILOG,

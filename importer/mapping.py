@@ -381,6 +381,11 @@ def _describe(exc: ValidationError) -> str:
                 f"'{'.'.join(loc[:2])}': custom activity fields are named mx_Custom_1 to mx_Custom_50"
                 + _schema_case(loc[1])
             )
+        elif error["type"] == "dict_type" and loc == ["fields"]:
+            lines.append(
+                "'fields': expected one line per field under it, like  mx_Custom_1: {column: \"PAN\"}, "
+                f"not {_kind(error.get('input'))}"
+            )
         elif error["type"] in ("model_type", "dict_type", "model_attributes_type"):
             lines.append(
                 f"'{'.'.join(loc)}': expected keys in braces, like {{column: \"Header\"}} or "

@@ -5,6 +5,7 @@ The examples are parsed from README.md, so a change there that breaks them break
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 
+from importer._logjson import JsonLines
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Sandbox
 from tests.conftest import REPO, run_cli
 from tests.helpers import write_csv, write_yaml
@@ -373,3 +376,39 @@ def test_validate_takes_a_pattern_and_writes_one_summary(sandbox, env, tmp_path)
         ("b.csv", 1),
     ]
     assert sandbox.stats.bulk_calls == 0
+
+
+def test_json_log_format_a_mistyped_command_line_is_one_json_line(tmp_path):
+    result = run_cli("run", tmp_path / "visits.xlsx", "--log-format", "json")  # no --mapping
+    assert result.code == 2, result.output
+    (line,) = result.err.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "error"
+    assert entry["message"] == "run: the following arguments are required: --mapping/-m"
+    assert "time" in entry
+    text = run_cli("run", tmp_path / "visits.xlsx")
+    assert text.err.startswith("usage: lsq-import run")
+    assert text.err.endswith("lsq-import run: error: the following arguments are required: --mapping/-m\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "level", "message"),
+    [
+        ("lsq-import: error: visits.xlsx: the file is empty", "error", "visits.xlsx: the file is empty"),
+        ("lsq-import: note: read the sheet 'Visits'", "info", "read the sheet 'Visits'"),
+        ("visits.xlsx: 5 rows", "info", "visits.xlsx: 5 rows"),
+        ('{"event": "summary", "rows_posted": 5}', None, None),
+    ],
+)
+def test_json_lines_turn_every_line_into_one_object_with_a_time(line, level, message):
+    stream = io.StringIO()
+    lines = JsonLines(stream)
+    lines.write(line[:5])  # a line written in pieces is one object
+    lines.write(line[5:] + "\n")
+    (written,) = stream.getvalue().splitlines()
+    entry = json.loads(written)
+    assert "time" in entry
+    if level is None:
+        assert (entry["event"], entry["rows_posted"]) == ("summary", 5)
+    else:
+        assert (entry["level"], entry["message"]) == (level, message)
