@@ -557,9 +557,10 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         return _run_inputs(args, env, out, err)
     except ImporterError as exc:  # a nightly job's --summary-json must not keep yesterday's counts
         if args.summary_json:
-            from importer.atomic import write_json_atomically
+            from importer.atomic import prepare_folder, write_json_atomically
 
             try:
+                prepare_folder(args.summary_json, "the summary")  # a fresh machine has no logs/ yet
                 write_json_atomically(
                     args.summary_json,
                     {

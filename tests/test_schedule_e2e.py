@@ -412,3 +412,15 @@ def test_json_lines_turn_every_line_into_one_object_with_a_time(line, level, mes
         assert (entry["event"], entry["rows_posted"]) == ("summary", 5)
     else:
         assert (entry["level"], entry["message"]) == (level, message)
+
+
+def test_run_without_keys_still_writes_its_summary_in_a_new_folder(tmp_path):
+    write_csv(tmp_path / "visits.csv", _rows(1))
+    summary = tmp_path / "logs" / "last.json"
+    result = run_cli(
+        "run", tmp_path / "visits.csv", "-m", write_yaml(tmp_path, MAPPING), "--summary-json", summary
+    )
+    assert result.code == 2, result.output
+    written = json.loads(summary.read_text())
+    assert written["exit_code"] == 2
+    assert "LSQ_HOST" in written["error"]
