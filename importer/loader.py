@@ -37,7 +37,7 @@ import python_calamine as calamine
 from importer.errors import InputFileError
 from importer.gcpause import gc_paused
 from importer.records import Sheet
-from importer.workbook_zip import check_unpacked_size, hidden_rows, unknown_cells
+from importer.workbook_zip import check_unpacked_size, scan_sheet
 
 WORKBOOK_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
 TEXT_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
@@ -444,11 +444,11 @@ def _sheet_cells(
     try:
         with calamine.CalamineWorkbook.from_path(path) as book, ThreadPoolExecutor(1) as pool:
             name, notes = _pick_sheet(path, book, wanted)
-            unknown = pool.submit(unknown_cells, path, name)
-            hidden = pool.submit(hidden_rows, path, name)
+            scanned = pool.submit(scan_sheet, path, name)
             sheet = book.get_sheet_by_name(name)
             cells = sheet.to_python(skip_empty_area=False)
-            return name, notes, cells, sheet.merged_cell_ranges or [], unknown.result(), hidden.result()
+            scan = scanned.result()
+            return name, notes, cells, sheet.merged_cell_ranges or [], scan.unknown, scan.hidden
     except calamine.PasswordError:
         raise InputFileError(path, _ENCRYPTED_PROBLEM) from None
     except (calamine.CalamineError, OSError, ValueError) as exc:
