@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from importer.account import MAX_LISTED, AccountMetadata, ActivityMeta, FieldMeta, Kind, describe_types
 from importer.errors import MappingError
+from importer.init_mapping import match_fields
 from importer.mapping import FieldType, Mapping
 from importer.records import ActivityBody, RowError, Stage
 from importer.validate import Converter, Validated, converter_for
@@ -43,8 +44,8 @@ def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_
             meta = activity.fields.get(schema_name)
             if meta is None:
                 problems.append(
-                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}; "
-                    f"its fields are {activity.field_list()}"
+                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}"
+                    f"{_did_you_mean(activity, mapping, source.columns())}; its fields are {activity.field_list()}"
                 )
             elif "type" in source.model_fields_set and not _type_fits(source.type, meta.kind):
                 warnings.append(
@@ -63,6 +64,17 @@ def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_
     if problems:
         raise MappingError(mapping_path, "; ".join(problems))
     return warnings
+
+
+def _did_you_mean(activity: ActivityMeta, mapping: Mapping, columns: list[str]) -> str:
+    """The unmapped field whose display name matches the column, from the account's metadata."""
+    free = [meta for meta in activity.fields.values() if meta.schema_name not in mapping.fields]
+    matched = match_fields(columns, free)
+    if not matched:
+        return ""
+    schema_name, column = next(iter(matched.items()))
+    meta = activity.fields[schema_name]
+    return f" (did you mean {schema_name}, {meta.display_name}, which matches the column '{column}'?)"
 
 
 def _type_fits(declared: FieldType, kind: Kind) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import itertools
 import json
 import logging
 import os
@@ -15,8 +17,9 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
 
@@ -69,9 +72,17 @@ def main(
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage or help
+    except _ParseError as exc:  # a mistyped option in a nightly job: one JSON line under --log-format json
+        json_lines = _wants_json(sys.argv[1:] if argv is None else argv)
+        stream = JsonLines(err) if json_lines else err
+        print(exc.message if json_lines else f"{exc.usage}{exc.message}", file=stream)
+        return ExitStatus.INPUT_ERROR
+    except SystemExit as exc:  # argparse already printed help or the version
         return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
     handler: list[logging.Handler] = []
+    if args.log_format == "json":  # every line JSON, stdout too (but not init-mapping's YAML)
+        err = JsonLines(err)
+        out = out if args.command is _cmd_init_mapping else JsonLines(out)
     try:
         handler = _setup_logging(args, err)
         return int(args.command(args, env, out, err))
@@ -91,20 +102,42 @@ def main(
         return int(ExitStatus.INPUT_ERROR)
     finally:
         _teardown_logging(handler)
+        for stream in (out, err):
+            if isinstance(stream, JsonLines):
+                stream.finish()
+
+
+class _ParseError(Exception):
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage, self.message = usage, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is raised, for main() to print in the chosen log format."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseError(self.format_usage(), f"{self.prog}: error: {message}")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    words = list(argv)
+    return "--log-format=json" in words or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(words)
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lsq-import",
         description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
-        epilog="Exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or "
-        "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted "
-        "(Ctrl-C or SIGTERM).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="validate a sheet, check it against the account, post its rows")
+    run = _command(commands, "run", "validate a sheet, check it against the account, post its rows")
     _add_input_options(run)
     run.set_defaults(input=None)
     _add_send_options(run)
@@ -112,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(run)
     run.set_defaults(command=_cmd_run)
 
-    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet; sends nothing")
+    validate = _command(commands, "validate", "read, map, validate and plan a sheet; sends nothing")
     _add_input_options(validate)
     validate.add_argument(
         "--online",
@@ -123,12 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(validate)
     validate.set_defaults(command=_cmd_validate)
 
-    check = commands.add_parser("check", help="check the API keys and host: whose keys, which API host")
+    check = _command(commands, "check", "check the API keys and host: whose keys, which API host")
     _add_send_options(check)
     _add_logging_options(check)
     check.set_defaults(command=_cmd_check)
 
-    init = commands.add_parser("init-mapping", help="print a commented starter mapping guessed from a sheet")
+    init = _command(commands, "init-mapping", "print a commented starter mapping guessed from a sheet")
     init.add_argument("input", type=Path, help="the spreadsheet: .csv, .xlsx, .xlsm, .xls or .ods")
     init.add_argument(
         "--activity-event", required=True, help='activity event code (201) or name ("Site Visit")'
@@ -144,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(init)
     init.set_defaults(command=_cmd_init_mapping)
 
-    sandbox = commands.add_parser("sandbox", help="serve the local LeadSquared emulator")
+    sandbox = _command(commands, "sandbox", "serve the local LeadSquared emulator")
     sandbox.add_argument(
         "--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)"
     )
@@ -154,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(sandbox)
     sandbox.set_defaults(command=_cmd_sandbox)
 
-    demo = commands.add_parser("demo", help="import the sample data into an in-process sandbox")
+    demo = _command(commands, "demo", "import the sample data into an in-process sandbox")
     demo.add_argument(
         "--errors",
         type=Path,
@@ -165,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(demo)
     demo.set_defaults(command=_cmd_demo)
 
-    serve = commands.add_parser("serve", help="start the web page: upload, map, preview, import")
+    serve = _command(commands, "serve", "start the web page: upload, map, preview, import")
     serve.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
@@ -182,6 +215,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_logging_options(serve)
     serve.set_defaults(command=_cmd_serve)
+    return parser
+
+
+_ENVIRONMENT = """\
+environment:
+  LSQ_ACCESS_KEY, LSQ_SECRET_KEY  the API keys (Settings > API and Webhooks); never on the command line
+  LSQ_HOST                        the account's API host, e.g. api-in21.leadsquared.com (or --host)
+  LSQ_IMPORT_STATE_DIR            where the ledgers live (default ~/.local/state/lsq-import)
+  LSQ_IMPORT_CACHE_DIR            where the account's metadata is kept (default ~/.cache/lsq-import)"""
+
+_EPILOG = f"""\
+{_ENVIRONMENT}
+
+examples:
+  lsq-import demo
+  lsq-import check
+  lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml
+  lsq-import validate visits.xlsx --mapping mappings/visits.yaml --online
+  lsq-import run visits.xlsx --mapping mappings/visits.yaml
+  lsq-import COMMAND --help      options of one command, with an example
+
+exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or input error
+  (nothing sent); 3 API unusable (bad keys, host unreachable); 4 ledger unusable; 130 interrupted
+  (Ctrl-C or SIGTERM)"""
+
+_EXAMPLES = {
+    "run": "lsq-import run visits.xlsx --mapping mappings/visits.yaml\n"
+    "  lsq-import run 'incoming/*.xlsx' --mapping mappings/visits.yaml --archive archive "
+    "--log-format json --summary-json logs/last.json",
+    "validate": "lsq-import validate visits.xlsx --mapping mappings/visits.yaml           # offline\n"
+    "  lsq-import validate 'incoming/*.xlsx' --mapping mappings/visits.yaml --online",
+    "check": "lsq-import check --host api-in21.leadsquared.com",
+    "init-mapping": "lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml",
+    "sandbox": "lsq-import sandbox --port 8765      # then: export the three lines it prints",
+    "demo": "lsq-import demo",
+    "serve": "lsq-import serve --sandbox         # or: lsq-import serve (your account)",
+}
+_NEEDS_KEYS = {"run", "check", "validate", "init-mapping", "serve"}
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example and, when it talks to an account, the variables."""
+    epilog = f"example:\n  {_EXAMPLES[name]}"
+    if name in _NEEDS_KEYS:
+        epilog += f"\n\n{_ENVIRONMENT}"
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     return parser
 
 
@@ -292,25 +373,12 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        return json.dumps(entry, ensure_ascii=False, default=str)
-
-
 def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     handlers: list[logging.Handler] = [logging.StreamHandler(err)]
     if args.log_file:
         try:
+            args.log_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no logs/ yet
             handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--log-file {args.log_file}: cannot be written ({exc.strerror})") from None
@@ -489,17 +557,21 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         return _run_inputs(args, env, out, err)
     except ImporterError as exc:  # a nightly job's --summary-json must not keep yesterday's counts
         if args.summary_json:
-            from importer.atomic import write_json_atomically
+            from importer.atomic import prepare_folder, write_json_atomically
 
-            with contextlib.suppress(ImporterError):
+            try:
+                prepare_folder(args.summary_json, "the summary")  # a fresh machine has no logs/ yet
                 write_json_atomically(
                     args.summary_json,
                     {
                         "input": str(args.input),
                         "error": _as_flags(str(exc)),
                         "exit_code": int(exc.exit_status),
+                        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     },
                 )
+            except ImporterError as problem:
+                print(f"lsq-import: error: summary NOT written: {problem}", file=err)
         raise
 
 
@@ -640,7 +712,16 @@ def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err
     from importer.throttle import RateLimit
 
     limit = RateLimit.parse(args.rate_limit)
-    with Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port) as sandbox:
+    try:
+        server = Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise UsageError(
+            f"port {args.port} is already in use (a sandbox started earlier still running?): stop that "
+            f"one, or pick another port: --port {args.port + 1}, or --port 0 for any free one"
+        ) from None
+    with server as sandbox:
         print(f"LeadSquared sandbox at {sandbox.url} (rate limit {limit}); Ctrl-C stops it.", file=out)
         print(f"  export LSQ_HOST={sandbox.url}", file=out)
         print(

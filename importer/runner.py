@@ -18,15 +18,15 @@ import requests
 
 from importer.account import MetadataSettings, check_keys, open_account
 from importer.account_checks import check_mapping, check_rows, mapped_event
-from importer.atomic import write_json_atomically
+from importer.atomic import prepare_folder, write_json_atomically
 from importer.client import Credentials, LsqClient, host_of
-from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
+from importer.errors import ApiUnusableError, ExitStatus, MappingError, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
 from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path, state_dir
-from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
+from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet, sheet_holding
 from importer.lookup import needs_lookup, planned_calls, resolve
-from importer.mapping import Mapping, check_columns, load_mapping
+from importer.mapping import CHOOSE, Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import PlannedRow, RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
@@ -143,6 +143,7 @@ class ImportResult:
     stop_reason: str | None = None
     interrupted: bool = False
     report_problem: str | None = None  # why the error workbook could not be written after sending
+    summary_problem: str | None = None  # why --summary-json could not be written (the run's code stands)
     errors: list[RowError] = field(default_factory=list, repr=False)
     skipped_from: list[dict[str, object]] = field(default_factory=list)  # {"file", "posted_on", "rows"}
     ledger: Path | None = None
@@ -198,27 +199,57 @@ class Prepared:
     org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
 
 
-def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
-    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing."""
+def prepare(config: ImportConfig, events: _Events | None = None, *, unchosen_ok: bool = False) -> Prepared:
+    """Read the mapping and the sheet, validate every row, plan the calls. Sends nothing.
+
+    `unchosen_ok` (validate): a starter mapping's `CHOOSE A COLUMN` is checked as an empty
+    column, so every other column is checked meanwhile; a run refuses it.
+    """
     events = events or _Events(config)
     events.emit(Phase.READING)
     mapping = load_mapping(config.mapping_path)
     sheet = load_sheet(config.input_path, config.sheet)
     for note in sheet.notes:
         log.warning("%s: %s", config.input_path, note)
+    sheet = _unchosen_columns(config, mapping, sheet, unchosen_ok=unchosen_ok)
     if not len(sheet):  # a quiet day's export: nothing to do, which is not an error
         log.warning("%s: no data rows under the header: nothing to import", config.input_path)
     events.emit(Phase.VALIDATING, rows_total=len(sheet))
-    check_columns(mapping, sheet.headers, config.mapping_path)
+    try:
+        check_columns(mapping, sheet.headers, config.mapping_path)
+    except MappingError as exc:  # the data may well be on another sheet of the workbook
+        columns = [column for _key, source in mapping.targets() for column in source.columns()]
+        hint = sheet_holding(config.input_path, columns, sheet.sheet_name)
+        if hint:
+            exc.args = (f"{exc}; {hint}",)
+        raise
     validated = validate_sheet(sheet, mapping, config.mapping_path)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
+
+
+def _unchosen_columns(config: ImportConfig, mapping: Mapping, sheet: Sheet, *, unchosen_ok: bool) -> Sheet:
+    """The sheet with an empty `CHOOSE A COLUMN` column when the mapping still names it."""
+    unchosen = [key for key, source in mapping.targets() if CHOOSE in source.columns()]
+    if not unchosen or CHOOSE in sheet.headers:
+        return sheet
+    headers = ", ".join(f"'{header}'" for header in sheet.headers[:12])
+    problem = (
+        f"{', '.join(unchosen)}: still '{CHOOSE}' (from init-mapping): put the header of the column "
+        f"to use there, one of {headers}"
+    )
+    if not unchosen_ok:
+        raise MappingError(config.mapping_path, f"{problem}; nothing was sent")
+    log.warning("%s: %s; until then every row fails on it", config.mapping_path, problem)
+    frame = sheet.frame.assign(**{CHOOSE: ""})
+    return replace(sheet, headers=[*sheet.headers, CHOOSE], frame=frame)
 
 
 def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
+    _prepare_outputs(config, workbook=False)
     events = _Events(config)
-    prepared = prepare(config, events)
+    prepared = prepare(config, events, unchosen_ok=True)
     if config.online:
         events.emit(Phase.CHECKING)
         prepared = check_online(config, prepared, events)
@@ -245,9 +276,7 @@ def run_import(config: ImportConfig) -> ImportResult:
     token = config.cancel or CancelToken()
     prepared = prepare(config, events)
     client = _client_of(config)  # raises before anything else when the host or the keys are missing
-    check_writable(config.error_report_path)
-    if config.summary_json is not None:
-        check_writable(config.summary_json)
+    _prepare_outputs(config)
     if not config.use_journal:
         log.warning(
             "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
@@ -309,6 +338,16 @@ def run_import(config: ImportConfig) -> ImportResult:
         remove_callback()
     events.finished(result)
     return result
+
+
+def _prepare_outputs(config: ImportConfig, *, workbook: bool = True) -> None:
+    """The folders of --errors and --summary-json made and checked before anything is sent."""
+    if config.errors_path is not None:
+        prepare_folder(config.errors_path, "the error workbook")
+    if workbook:
+        check_writable(config.error_report_path)
+    if config.summary_json is not None:
+        prepare_folder(config.summary_json, "the summary")
 
 
 def _report_stopped(
@@ -775,7 +814,23 @@ def _finish(
     release_frozen()  # the run is done with its rows: back in reach of the cycle collector (gcpause)
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
-        write_json_atomically(config.summary_json, result.summary())
+        result.summary_problem = write_summary(config.summary_json, result.summary())
+
+
+def write_summary(path: Path, summary: dict[str, object]) -> str | None:
+    """Write --summary-json; None when written, else why not (logged, never raised).
+
+    By now rows may have been posted: exit 2 ("nothing was sent") would be a lie, so the run
+    keeps its own exit status and says where the summary could not go.
+    """
+    data = {**summary, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        write_json_atomically(path, data)
+    except OutputError as exc:
+        problem = f"summary NOT written: {exc}; the counts are in this run's output"
+        log.error("%s", problem)
+        return problem
+    return None
 
 
 def _origins_of(sheet: Sheet, config: ImportConfig) -> dict[int, tuple[str, int]]:

@@ -193,7 +193,12 @@ CASES = [
         "'fields.mx_Custom_1.required': Input should be a valid boolean",
         mapping="wrong_types.yaml",
     ),
-    Case("good.csv", 2, "'fields': Input should be a valid dictionary", mapping="fields_as_list.yaml"),
+    Case(
+        "good.csv",
+        2,
+        "'fields': expected one line per field under it, like  mx_Custom_1: {column: \"PAN\"}, not a list",
+        mapping="fields_as_list.yaml",
+    ),
     Case("good.csv", 2, "unknown key 'colour'", mapping="unknown_key.yaml"),
     Case("good.csv", 2, "line 2, column 8: YAML aliases (*name) are not allowed", mapping="alias_bomb.yaml"),
     Case("good.csv", 2, "the mapping is empty", mapping="maps_nothing.yaml"),
