@@ -21,6 +21,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from importer.endpoints import BULK_ADD_PATH
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, READ_SHAPES, Faults, Sandbox
 from tests.conftest import REPO, run_cli
 from tests.helpers import write_csv
@@ -394,6 +395,13 @@ def test_count_only_rejections_are_failed_with_a_reason_not_unknown_for_ever(tmp
     second = run(path, mapping, env)  # the next night: the refused rows are tried, nothing else
     assert second.summary["rows_unknown"] == 0
     assert second.summary["rows_skipped"] == 47
+    assert second.summary["rows_failed"] == 3
+    messages = [
+        str(c.value)
+        for r in openpyxl.load_workbook(tmp_path / "visits.errors.xlsx")["Errors"].iter_rows()
+        for c in r
+    ]
+    assert sum(f"it failed in an earlier run too, on {_today()}" in m for m in messages) == 3
     assert stored(sandbox) == valid(good)
 
 
@@ -422,3 +430,73 @@ def test_three_processes_on_overlapping_files_of_one_account_post_each_row_once(
     assert all(s["rows_unknown"] == 0 for s in summaries)
     assert sum(s["rows_posted"] for s in summaries) == 300
     assert sum(s["rows_skipped"] for s in summaries) == 300  # each row's second file skipped it
+
+
+# --- replies as CONTRACT.md lists them
+
+
+def test_a_server_fault_in_a_200_leaves_rows_in_doubt_to_look_up_never_split_or_sent_twice(
+    tmp_path, mapping, account
+):
+    sandbox, env = account
+    rows = make_rows(300, seed=15)
+    for n, row in enumerate(rows):  # 25 rows on each of 12 opportunities: 12 full calls
+        row["Opportunity ID"] = DEFAULT_OPPORTUNITIES[n % 12]
+    path = write_csv(tmp_path / "visits.csv", rows)
+    # 8 calls answer 200 {"Status": "Error", "ExceptionType": "NullReferenceException"}: 4 after
+    # storing their rows, 4 before storing anything
+    sandbox.queue_faults(*["200_null_after", "200_null_before"] * 4)
+    result = run(path, mapping, env, "--concurrency", "1")
+    assert result.code == 0, result.output
+    assert stored(sandbox) == valid(rows)
+    assert result.summary["rows_unknown"] == 0
+    sizes = Counter(
+        len(json.loads(r.body_bytes)) for r in sandbox.request_log if r.path.endswith(BULK_ADD_PATH)
+    )
+    # no call was split in halves: the 100 rows LeadSquared did not store went again one by one
+    assert sizes == Counter({25: 12, 1: 100})
+
+
+def test_leadsquareds_own_words_reach_the_workbook(tmp_path, mapping, account):
+    sandbox, env = account
+    rows = make_rows(3, seed=16)
+    for row in rows:
+        row["Opportunity ID"] = DEFAULT_OPPORTUNITIES[0]
+    path = write_csv(tmp_path / "visits.csv", rows)
+    sandbox.queue_faults("200_invalid_lead")
+    result = run(path, mapping, env)
+    assert result.code == 1, result.output
+    sheet = openpyxl.load_workbook(tmp_path / "visits.errors.xlsx")["Errors"]
+    texts = " ".join(str(c.value) for r in sheet.iter_rows(min_row=2) for c in r)
+    assert "Invalid lead ID" in texts
+    assert "answered Status: Error" not in texts
+
+
+def test_a_404_stops_the_run_as_a_wrong_host_or_path_and_a_rerun_finishes_it(tmp_path, mapping, account):
+    sandbox, env = account
+    rows = make_rows(100, seed=17)
+    path = write_csv(tmp_path / "visits.csv", rows)
+    sandbox.queue_faults("ok", "ok", "404")
+    first = run(path, mapping, env, "--concurrency", "1")
+    assert first.code == 3, first.output
+    assert "the host or the API path is wrong" in first.err + first.out
+    assert sandbox.stats.bulk_calls == 3  # stopped at once, not a 404 for every row
+    assert first.summary["rows_failed"] == 0  # the rows were not rejected: they were never sent
+    assert first.summary["rows_not_sent"] > 0
+    second = run(path, mapping, env)
+    assert second.code == 0, second.output
+    assert stored(sandbox) == valid(rows)
+
+
+def test_two_inputs_of_one_stem_never_share_a_workbook(tmp_path, mapping, account):
+    sandbox, env = account
+    rows = make_rows(20, seed=18, bad_every=5)
+    first = run(write_csv(tmp_path / "visits.csv", rows), mapping, env)
+    second_rows = make_rows(20, seed=19, bad_every=4, start=500)
+    second = run(write_xlsx(tmp_path / "visits.xlsx", second_rows), mapping, env)
+    assert (first.code, second.code) == (1, 1)
+    books = sorted(p.name for p in tmp_path.glob("*.errors.xlsx"))
+    assert books == ["visits.errors.xlsx", "visits.xlsx.errors.xlsx"]
+    assert error_stages(tmp_path / "visits.errors.xlsx") == Counter({"validation": 4})
+    assert error_stages(tmp_path / "visits.xlsx.errors.xlsx") == Counter({"validation": 5})
+    assert stored(sandbox) == valid(rows) + valid(second_rows)

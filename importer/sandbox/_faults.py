@@ -21,6 +21,7 @@ FAULT_KINDS = (
     "200_not_json_before",
     "200_not_json_after",
     "partial",
+    "404",
     "ok",
 )
 # answered without storing anything
@@ -33,6 +34,7 @@ FAULTS_BEFORE = frozenset(
         "200_null_before",
         "200_invalid_lead",
         "200_not_json_before",
+        "404",
     }
 )
 # answered after storing the call's valid rows

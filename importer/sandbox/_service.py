@@ -57,6 +57,7 @@ _FIXED_FAULT_REPLIES: dict[str, Callable[[], Reply]] = {
     "200_invalid_lead": lambda: error(200, "Invalid lead ID", None),
     "200_not_json_before": lambda: Reply(200, _NOT_JSON, "text/html"),
     "200_not_json_after": lambda: Reply(200, _NOT_JSON, "text/html"),
+    "404": lambda: plain_error(404),
 }
 
 
