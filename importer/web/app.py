@@ -33,7 +33,7 @@ from importer.account import AccountMetadata, ActivityMeta, MetadataSettings, op
 from importer.atomic import write_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ImporterError
-from importer.init_mapping import guess_column, guess_format, match_fields
+from importer.init_mapping import guess_column, guess_format, guess_lookup, match_fields
 from importer.ledger import STATE_DIR_ENV
 from importer.loader import load_sheet
 from importer.mapping import load_mapping
@@ -73,6 +73,12 @@ TIME_FORMS: list[tuple[str, str]] = [
     (" %I:%M:%S %p", "hh:MM:SS AM/PM"),
 ]
 ISO_FORM = ("", "YYYY-MM-DD (ISO, or real Excel date cells)")
+# The unique lead fields a row's opportunity can be found by (README: "Finding the opportunity from the lead")
+LEAD_FIELDS: list[tuple[str, str]] = [
+    ("EmailAddress", "Email address"),
+    ("Mobile", "Mobile number"),
+    ("Phone", "Phone number"),
+]
 TIMEZONES = ["Asia/Kolkata", "UTC", "Asia/Dubai", "Asia/Singapore", "Europe/London", "America/New_York"]
 
 
@@ -317,6 +323,7 @@ class WebApp:
             activity=activity,
             guesses=guesses,
             date_forms=date_forms,
+            lead_fields=LEAD_FIELDS,
             timezones=TIMEZONES,
             account_problem=account_problem,
             message=message,
@@ -464,6 +471,8 @@ class WebApp:
             "rows_valid": len(prepared.validated.rows),
             "rows_failed": len(prepared.validated.failed_rows),
             "calls": calls,
+            "lookup_calls": prepared.lookup_calls,
+            "looked_up": prepared.mapping.opportunity_id.lookup is not None,
             "seconds": max(0.0, (calls - limit.calls) * limit.seconds / limit.calls),
             "limit": f"{limit.calls} calls per {limit.seconds:g} s",
             "sample": _as_sent(prepared.validated.rows[:_PREVIEW_ROWS], account),
@@ -505,7 +514,10 @@ _API_NAMES = {
     "ActivityDateTime": "Activity date",
     "ActivityNote": "Note",
     "ActivityEvent": "Activity type",
+    "EmailAddress": "email address",
 }
+_PICK_IN_YAML = "add 'pick: newest' to the look-up"  # importer.lookup.describe, as the mapping file says it
+_PICK_ON_THE_PAGE = "tick 'Take the newest when a lead has several of this type' in the mapping"
 _API_NAME = re.compile(r"\b(" + "|".join(_API_NAMES) + r")\b")
 
 
@@ -519,6 +531,7 @@ def for_people(message: str) -> str:
     message = _EXCEPTION_PREFIX.sub("", message)
     message = _SCHEMA_WITH_NAME.sub(lambda m: f"'{m.group(1)}'", message)
     message = _API_NAME.sub(lambda m: _API_NAMES[m.group(1)], message)
+    message = message.replace(_PICK_IN_YAML, _PICK_ON_THE_PAGE)
     return _FORMAT_IN_TEXT.sub(lambda m: f"'{human_format(m.group(1))}'", message)
 
 
@@ -553,6 +566,8 @@ def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
         if header:
             taken.add(header)
         guesses[target] = header
+        if target == "opportunity_id":
+            guesses["lookup"] = _guess_lookup(sheet, taken) if header is None else {}
     guesses["formats"] = {}
     if guesses["activity_datetime"]:
         fmt, notes = guess_format(sheet.frame[guesses["activity_datetime"]].tolist(), with_time=True)
@@ -569,22 +584,59 @@ def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
     return guesses
 
 
+def _guess_lookup(sheet: Sheet, taken: set[str]) -> dict[str, str]:
+    """As init-mapping does: no column of opportunity ids, so a column of emails or phones to look up."""
+    found = guess_lookup(sheet, taken)
+    if found is None:
+        return {}
+    header, lead_field = found
+    taken.add(header)
+    return {"column": header, "lead_field": lead_field}
+
+
+def _opportunity_source(form: Any) -> dict[str, Any]:
+    """`{column: ...}`, or `{lookup: {lead_field, column, opportunity_type[, pick]}}` as the form chose."""
+
+    def value(key: str) -> str:
+        return str(form.get(key, "")).strip()
+
+    if value("opportunity_source") != "lookup":
+        if not value("opportunity_id"):
+            raise _Refused("Choose the column for: Opportunity ID.")
+        return {"column": value("opportunity_id")}
+    lead_field = value("lookup_lead_field")
+    if lead_field not in dict(LEAD_FIELDS):
+        raise _Refused("Choose what to look the lead up by: email address, mobile number or phone number.")
+    if not value("lookup_column"):
+        raise _Refused("Choose the column that holds the lead's email or phone.")
+    kind = value("lookup_opportunity_type")
+    if not kind.isdigit() or int(kind) == 0:
+        raise _Refused(
+            "Give the opportunity type's code, a number such as 12000: the look-up finds the lead's "
+            "opportunity of that type."
+        )
+    lookup: dict[str, Any] = {
+        "lead_field": lead_field,
+        "column": value("lookup_column"),
+        "opportunity_type": int(kind),
+    }
+    if value("lookup_pick") == "newest":
+        lookup["pick"] = "newest"
+    return {"lookup": lookup}
+
+
 def _mapping_data(form: Any, type_name: str, activity: ActivityMeta) -> dict[str, Any]:
     """The mapping the form describes, as the YAML the CLI reads."""
 
     def column(key: str) -> str:
         return str(form.get(key, "")).strip()
 
-    missing = [
-        label
-        for key, label in (("opportunity_id", "Opportunity ID"), ("owner_email", "Owner email"))
-        if not column(key)
-    ]
-    if missing:
-        raise _Refused(f"Choose the column for: {', '.join(missing)}.")
+    opportunity = _opportunity_source(form)
+    if not column("owner_email"):
+        raise _Refused("Choose the column for: Owner email.")
     data: dict[str, Any] = {
         "activity_event": {"name": type_name},
-        "opportunity_id": {"column": column("opportunity_id")},
+        "opportunity_id": opportunity,
         "owner_email": {"column": column("owner_email")},
     }
     if column("note"):
