@@ -284,6 +284,20 @@ def test_a_mapping_name_that_is_a_path_is_refused(page):
     assert not list(page.root.rglob("x.yaml"))
 
 
+@pytest.mark.parametrize("action", ["preview", "start", "cancel"])
+def test_every_form_of_an_import_refuses_an_unknown_import_and_a_stale_form(page, action):
+    response = page.client.post(f"/imports/20240101-000000-abcdef/{action}", data={"csrf": page.csrf})
+    assert response.status_code == 404
+    assert "There is no such import." in problem(response.text)
+    import_id = page.import_id(page.upload(SAMPLE))
+    response = page.client.post(f"/imports/{import_id}/{action}", data={"csrf": "from another site"})
+    assert response.status_code == 403
+    assert "Reload the page and try again" in problem(response.text)
+    assert response.headers["X-Frame-Options"] == "DENY"  # still answered through the guard
+    assert page.web.store.get(import_id).status == "uploaded"
+    assert page.sandbox.stats.bulk_calls == 0
+
+
 def test_an_unknown_import(page):
     response = page.client.get("/imports/20240101-000000-abcdef")
     assert response.status_code == 404

@@ -144,7 +144,11 @@ class WebApp:
             Route("/imports/{id}/progress", self.progress, methods=["GET"]),
             Route("/imports/{id}/errors.xlsx", self.download_errors, methods=["GET"]),
         ]
-        return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=self._guard)])
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(BaseHTTPMiddleware, dispatch=self._guard)],
+            exception_handlers={_Missing: self._no_such_import, _Refused: self._refused},
+        )
 
     async def _guard(self, request: Request, call_next: Any) -> Response:
         """The access token, exchanged once for a cookie; then every request needs the cookie."""
@@ -220,6 +224,14 @@ class WebApp:
         except KeyError:
             raise _Missing from None
 
+    async def _no_such_import(self, request: Request, _exc: Exception) -> Response:
+        """What a handler that raises _Missing answers: the home page, saying so."""
+        return await self.home(request, "There is no such import.", 404)
+
+    async def _refused(self, request: Request, exc: Exception) -> Response:
+        """What a handler that raises _Refused (a stale or forged form) answers."""
+        return await self.home(request, str(exc), 403)
+
     # --- pages --------------------------------------------------------------------------------
 
     async def home(self, request: Request, message: str | None = None, status_code: int = 200) -> Response:
@@ -241,10 +253,7 @@ class WebApp:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit + 256 * 1024:
             return await self.home(request, too_large, 413)
-        try:
-            form = await self._checked_form(request, max_files=1)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        form = await self._checked_form(request, max_files=1)
         try:
             return await self._store_upload(request, form, too_large)
         finally:
@@ -330,13 +339,8 @@ class WebApp:
         )
 
     async def preview(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            form = await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        form = await self._checked_form(request)
         if self.runner.is_running(state.id) or state.status in {"running", "finished"}:
             return RedirectResponse(f"/imports/{state.id}", 303)
         sheet = str(form.get("sheet", "")) or None
@@ -356,13 +360,8 @@ class WebApp:
         return RedirectResponse(f"/imports/{state.id}", 303)
 
     async def start(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        await self._checked_form(request)
         if state.status != "previewed" or not state.mapping_name:
             return RedirectResponse(f"/imports/{state.id}", 303)
         config = self._config(state, state.mapping_name)
@@ -370,13 +369,8 @@ class WebApp:
         return RedirectResponse(f"/imports/{state.id}", 303)
 
     async def cancel(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        await self._checked_form(request)
         self.runner.cancel(state.id)
         return RedirectResponse(f"/imports/{state.id}", 303)
 
@@ -395,10 +389,7 @@ class WebApp:
         )
 
     async def download_errors(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
+        state = self._state(request)
         path = self.store.errors_path(state)
         if not path.is_file():
             return await self.home(request, "This import has no error workbook: no row failed.", 404)
@@ -497,11 +488,11 @@ class WebApp:
 
 
 class _Refused(Exception):
-    """A form the page will not act on; the message is for the person."""
+    """A form the page will not act on; the message is for the person (a handler's own 422s catch it)."""
 
 
 class _Missing(Exception):
-    pass
+    """The import in the address does not exist."""
 
 
 _STRPTIME = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%b": "MMM", "%H": "HH", "%M": "MM",
