@@ -675,3 +675,38 @@ def lookup_rows(html: str) -> list[tuple[str, ...]]:
         for line in re.findall(r"<tr>(.*?)</tr>", table.group(0), re.S)
     ]
     return [cell for cell in cells if cell and cell[3] == "no single opportunity found"]
+
+
+def test_a_refused_lookup_keeps_what_the_person_chose(page):
+    sheet = write_csv(
+        page.root / "both.csv",
+        [
+            {
+                "Opportunity ID": "",
+                "Customer Email": "customer1@example.com",
+                "Owner Email": OWNER,
+                "PAN": "P1",
+            }
+        ],
+    )
+    response = page.upload(sheet)
+    assert re.search(r'id="source_column"[^>]*checked', response.text)  # a column of ids is guessed
+    import_id = page.import_id(response)
+    form = lookup_form(
+        page, response.text, lookup_column="Customer Email", lookup_pick="newest", save_as="mine"
+    )
+    form["lookup_opportunity_type"] = ""
+    response = page.client.post(f"/imports/{import_id}/preview", data=form)
+    assert response.status_code == 422
+    html = response.text
+    assert "opportunity type&#39;s code" in problem(html)
+    assert re.search(r'id="source_lookup"[^>]*checked', html)  # not back to the guess
+    assert selected(html)["lookup_column"] == "Customer Email"
+    assert re.search(r'id="lookup_pick"[^>]*checked', html)
+    assert 'id="save_as" name="save_as" size="45" required value="mine"' in html
+    response = page.client.post(
+        f"/imports/{import_id}/preview", data={**lookup_form(page, html), "save_as": "mine"}
+    )
+    assert "Ready to import</dt><dd>1<" in response.text, problem(response.text)
+    saved = yaml.safe_load((page.root / "mappings" / "mine.yaml").read_text(encoding="utf-8"))
+    assert saved["opportunity_id"]["lookup"]["column"] == "Customer Email"

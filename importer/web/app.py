@@ -299,8 +299,14 @@ class WebApp:
         return self._mapping_page(request, state)
 
     def _mapping_page(
-        self, request: Request, state: ImportState, message: str | None = None, status_code: int = 200
+        self,
+        request: Request,
+        state: ImportState,
+        message: str | None = None,
+        status_code: int = 200,
+        refused: Any = None,
     ) -> Response:
+        """The mapping step; after a refused build form (`refused`), with what the person chose."""
         sheet_name = request.query_params.get("sheet") or state.sheet
         try:
             sheet = load_sheet(self.store.upload_path(state), sheet_name)
@@ -311,7 +317,7 @@ class WebApp:
         try:
             account = self._account()
             types = account.activity_types()
-            event = request.query_params.get("event")
+            event = request.query_params.get("event") or str(refused.get("event", "") if refused else "")
             code = (
                 int(event) if event and event.isdigit() and int(event) in types else next(iter(types), None)
             )
@@ -319,6 +325,8 @@ class WebApp:
         except ImporterError as exc:
             account_problem = str(exc)
         guesses = _guesses(sheet, activity)
+        if refused is not None and activity is not None and refused.get("event") == str(activity.code):
+            guesses = _as_chosen(refused, activity)
         return self._page(
             "mapping.html",
             request,
@@ -355,7 +363,8 @@ class WebApp:
             preview = self._validate(state, name)
         except (_Refused, ImporterError) as exc:
             self.store.update(state.id, status="uploaded", message=str(exc), preview={})
-            return self._mapping_page(request, state, message=str(exc), status_code=422)
+            built = form if form.get("use") == "built" else None
+            return self._mapping_page(request, state, message=str(exc), status_code=422, refused=built)
         self.store.update(state.id, status="previewed", mapping_name=name, preview=preview, message=None)
         return RedirectResponse(f"/imports/{state.id}", 303)
 
@@ -548,17 +557,21 @@ def _first_rows(sheet: Sheet, n: int = 5) -> list[tuple[int, list[str]]]:
     return [(sheet.source_rows[i], [str(v) for v in head.iloc[i].tolist()]) for i in range(len(head))]
 
 
+_TARGETS = ("opportunity_id", "owner_email", "note", "activity_datetime")  # the columns init-mapping guesses
+
+
 def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
     """init-mapping's guesses for every target, and its notes on date formats."""
     headers, taken = sheet.headers, set[str]()
     guesses: dict[str, Any] = {"notes": {}}
-    for target in ("opportunity_id", "owner_email", "note", "activity_datetime"):
+    for target in _TARGETS:
         header = guess_column(headers, target, taken)
         if header:
             taken.add(header)
         guesses[target] = header
         if target == "opportunity_id":
             guesses["lookup"] = _guess_lookup(sheet, taken) if header is None else {}
+    guesses["source"] = "lookup" if guesses["lookup"] else "column"
     guesses["formats"] = {}
     if guesses["activity_datetime"]:
         fmt, notes = guess_format(sheet.frame[guesses["activity_datetime"]].tolist(), with_time=True)
@@ -573,6 +586,24 @@ def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
                 fmt, notes = guess_format(sheet.frame[header].tolist(), with_time=kind == "datetime")
                 guesses["formats"][schema], guesses["notes"][schema] = fmt or "", notes
     return guesses
+
+
+def _as_chosen(form: Any, activity: ActivityMeta) -> dict[str, Any]:
+    """A refused build form's choices, in the shape of `_guesses`: the page shows them again as they were."""
+
+    def value(key: str) -> str:
+        return str(form.get(key, "")).strip()
+
+    chosen: dict[str, Any] = {target: value(target) for target in _TARGETS}
+    chosen["notes"] = {}
+    chosen["source"] = "lookup" if value("opportunity_source") == "lookup" else "column"
+    chosen["lookup"] = {
+        key: value(f"lookup_{key}") for key in ("lead_field", "column", "opportunity_type", "pick")
+    }
+    chosen["formats"] = {key: value(f"format_{key}") for key in ("activity_datetime", *activity.fields)}
+    chosen["fields"] = {schema: value(f"field_{schema}") for schema in activity.fields}
+    chosen["timezone"], chosen["save_as"] = value("timezone"), value("save_as")
+    return chosen
 
 
 def _guess_lookup(sheet: Sheet, taken: set[str]) -> dict[str, str]:
