@@ -710,3 +710,21 @@ def test_a_refused_lookup_keeps_what_the_person_chose(page):
     assert "Ready to import</dt><dd>1<" in response.text, problem(response.text)
     saved = yaml.safe_load((page.root / "mappings" / "mine.yaml").read_text(encoding="utf-8"))
     assert saved["opportunity_id"]["lookup"]["column"] == "Customer Email"
+
+
+def test_a_mobile_lookup_reads_the_numbers_in_their_written_forms(page):
+    mobiles = ["9000000001", "+91 90000 00001", "090000-00002"]  # leads 1, 1 and 2
+    sheet = write_csv(
+        page.root / "by mobile.csv",
+        [{"Mobile": m, "Owner Email": OWNER, "PAN": f"ABCDE000{n}F"} for n, m in enumerate(mobiles)],
+    )
+    response = page.upload(sheet)
+    import_id = page.import_id(response)
+    assert selected(response.text)["lookup_lead_field"] == "Mobile"
+    response = page.client.post(f"/imports/{import_id}/preview", data=lookup_form(page, response.text))
+    assert "found from the lead: 2 look-up calls" in response.text, problem(response.text)
+    page.client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+    page.web.runner.wait(import_id, 60)
+    assert sorted(a.opportunity_id for a in page.sandbox.activities()) == sorted(
+        [DEFAULT_OPPORTUNITIES[0], DEFAULT_OPPORTUNITIES[0], DEFAULT_OPPORTUNITIES[1]]
+    )
