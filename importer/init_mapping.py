@@ -353,7 +353,7 @@ _LOOKUP_SAMPLE = 200
 def _opportunity_line(writer: _Writer) -> str:
     """A column of opportunity ids when a header looks like one, else a look-up by email or phone."""
     if guess_column(writer.sheet.headers, "opportunity_id", writer.taken) is None:
-        found = _lookup_column(writer)
+        found = guess_lookup(writer.sheet, writer.taken)
         if found is not None:
             header, lead_field = found
             writer.taken.add(header)
@@ -369,12 +369,12 @@ def _opportunity_line(writer: _Writer) -> str:
     return f"opportunity_id: {{column: {_q(writer.column('opportunity_id', 'an opportunity id'))}}}"
 
 
-def _lookup_column(writer: _Writer) -> tuple[str, str] | None:
-    """(header, lead field) of the first column of emails, else of phone numbers, not an owner's."""
-    free = [h for h in writer.sheet.headers if h not in writer.taken and not (set(_STAFF) & _words(h))]
+def guess_lookup(sheet: Sheet, taken: set[str]) -> tuple[str, str] | None:
+    """(header, lead field) of the first free column of emails, else of phone numbers, not an owner's."""
+    free = [h for h in sheet.headers if h not in taken and not (set(_STAFF) & _words(h))]
     for lead_field, reads in (("EmailAddress", normalise_email), ("Mobile", normalise_phone)):
         for header in free:
-            values = [v.strip() for v in writer.values(header) if v.strip()][:_LOOKUP_SAMPLE]
+            values = [v.strip() for v in sheet.frame[header].tolist() if v.strip()][:_LOOKUP_SAMPLE]
             if values and sum(_reads(reads, v) for v in values) >= _LOOKUP_SHARE * len(values):
                 named_phone = "phone" in _key(header) and "mobile" not in _key(header)
                 return header, "Phone" if lead_field == "Mobile" and named_phone else lead_field
