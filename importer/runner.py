@@ -29,7 +29,7 @@ from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import PlannedRow, RowError, Sheet, Stage
-from importer.report import check_writable, write_error_workbook
+from importer.report import Totals, check_writable, write_error_workbook
 from importer.resume import (
     DEFAULT_SETTLE_S,
     Lookup,
@@ -211,6 +211,8 @@ def prepare(config: ImportConfig, events: _Events | None = None) -> Prepared:
     events.emit(Phase.VALIDATING, rows_total=len(sheet))
     check_columns(mapping, sheet.headers, config.mapping_path)
     validated = validate_sheet(sheet, mapping, config.mapping_path)
+    for warning in validated.warnings:
+        log.warning("%s", warning)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
 
 
@@ -228,7 +230,7 @@ def validate_file(config: ImportConfig) -> ImportResult:
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)
-    _finish(config, prepared.sheet, result, started)
+    _finish(config, prepared, result, started)
     events.finished(result)
     return result
 
@@ -304,7 +306,7 @@ def run_import(config: ImportConfig) -> ImportResult:
         result.calls += prepared.lookup_calls
         result.interrupted = result.interrupted or token.cancelled
         events.emit(Phase.REPORTING, **_counts(result))
-        _finish(config, prepared.sheet, result, started, sent=True)
+        _finish(config, prepared, result, started, sent=True)
     finally:
         remove_callback()
     events.finished(result)
@@ -325,7 +327,7 @@ def _report_stopped(
     result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
     result.interrupted = cancelled
     events.emit(Phase.REPORTING, **_counts(result))
-    _finish(config, prepared.sheet, result, started, importing=True)
+    _finish(config, prepared, result, started, importing=True)
     events.finished(result)
     return result
 
@@ -749,13 +751,14 @@ def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]
 
 def _finish(
     config: ImportConfig,
-    sheet: Sheet,
+    prepared: Prepared,
     result: ImportResult,
     started: float,
     *,
     sent: bool = False,
     importing: bool = False,
 ) -> None:
+    sheet = prepared.sheet
     if result.errors:
         try:
             result.error_report = write_error_workbook(
@@ -763,6 +766,10 @@ def _finish(
                 sheet,
                 result.errors,
                 _origins_of(sheet, config) if importing or sent else None,
+                labels=prepared.validated.labels,
+                totals=Totals(
+                    result.rows_total, result.rows_posted, result.rows_skipped, sent=importing or sent
+                ),
             )
         except OutputError as exc:
             if not sent:
