@@ -175,8 +175,9 @@ def _wrong_order_message(where: str, check: datetimes.OrderCheck) -> str:
     text, moment = check.example_other
     none_given = "none" if not check.only_given else f"only {check.only_given:,}"
     both = f", and {check.both:,} read both ways{_both_example(check)}" if check.both else ""
+    sampled = f" (of {check.sampled:,} rows read, spread over the column)" if check.sampled else ""
     return (
-        f"{where}: the dates are written {check.other}, not {check.given} as the mapping says: "
+        f"{where}: the dates are written {check.other}, not {check.given} as the mapping says{sampled}: "
         f"{check.only_other:,} rows read only as {check.other} ('{text}' is "
         f"{datetimes.spoken_date(moment)}), {none_given} only as {check.given}{both}. Nothing was "
         f'sent: if the sheet is {check.other}, set format: "{check.other}"'

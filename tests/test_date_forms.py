@@ -274,3 +274,11 @@ def test_run_fails_a_time_a_dst_change_skips_and_posts_the_rest(tmp_path, sandbo
         "Visit Date: '31/03/2024 01:30' never happened in Europe/London: the clocks moved forward over it "
         "for daylight saving time that day; correct the time"
     )
+
+
+def test_a_large_column_is_judged_on_an_even_sample_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(datetimes, "ORDER_SAMPLE", 16)
+    with pytest.raises(
+        MappingError, match=r"as the mapping says \(of 16 rows read, spread over the column\): "
+    ):
+        validated(tmp_path, 'activity_datetime: {column: When, format: "DD/MM/YYYY"}\n', "When", MONTH_FIRST)
