@@ -33,6 +33,7 @@ import tempfile
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -538,13 +539,14 @@ def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
             worksheet.freeze_panes = "A2"
             worksheet.auto_filter.ref = part.ref
         comments = {(row, column): text for row, column, text in part.comments}
+        make = _Cells(worksheet)
         for line, cells in enumerate(part.rows, start=1):
             height = _row_height(cells, part.widths)
             if height > LINE_HEIGHT:  # Excel and LibreOffice keep the stored height: room for every line
                 worksheet.row_dimensions[line].height = height
             worksheet.append(
                 [
-                    _cell(worksheet, value, style, comments.get((line, column)), wrap=len(cells) > 1)
+                    make(value, style, comments.get((line, column)), wrap=len(cells) > 1)
                     for column, (value, style) in enumerate(cells, start=1)
                 ]
             )
@@ -613,12 +615,40 @@ def _ooxml_text(text: str) -> str:
     return escaped
 
 
-def _cell(worksheet: Any, value: str | int, style: int, comment: str | None, *, wrap: bool) -> ExcelCell:
-    """A cell as stored; a line on its own (a heading, a sentence) runs over the empty cells beside it."""
-    cell = WriteOnlyCell(worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
-    if isinstance(value, str):
-        # openpyxl reads a leading '=' as a formula; a user's text must never run as one.
-        cell.data_type = "s"
+class _Cells:
+    """Makes a worksheet's cells; each combination of styles is looked up in the workbook once.
+
+    Setting a font, fill or alignment on a cell hashes the style object every time: a large
+    workbook spent a third of its time there. A cell's style is its `_style` array of indexes.
+    """
+
+    def __init__(self, worksheet: Any) -> None:
+        self._worksheet = worksheet
+        self._styles: dict[tuple[int, bool, bool], Any] = {}
+
+    def __call__(self, value: str | int, style: int, comment: str | None, *, wrap: bool) -> ExcelCell:
+        """A cell as stored; a line on its own (a heading, a sentence) runs over the empty cells beside it."""
+        text = isinstance(value, str)
+        cell = WriteOnlyCell(self._worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
+        if text:
+            cell.data_type = (
+                "s"  # openpyxl reads a leading '=' as a formula; a user's text must never run as one
+            )
+        key = (style, wrap, text)
+        styled = self._styles.get(key)
+        if styled is None:
+            template: Any = _styled(cell, style, wrap=wrap, text=text)
+            styled = self._styles[key] = copy(template._style)
+        stored: Any = cell
+        stored._style = copy(styled)
+        if comment:
+            lines = sum(1 + len(part) // 40 for part in comment.split("\n"))
+            cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=20 + 16 * lines)
+        return cell
+
+
+def _styled(cell: ExcelCell, style: int, *, wrap: bool, text: bool) -> ExcelCell:
+    if text:
         cell.number_format = "@"  # Text format: a user's edit in Excel stays text too
     if style in (BOLD_TEXT, BOLD_NUMBER):
         cell.font = _BOLD
@@ -626,7 +656,4 @@ def _cell(worksheet: Any, value: str | int, style: int, comment: str | None, *, 
         cell.fill = _FLAG_FILL
     if wrap:
         cell.alignment = _WRAPPED
-    if comment:
-        lines = sum(1 + len(part) // 40 for part in comment.split("\n"))
-        cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=20 + 16 * lines)
     return cell
