@@ -7,6 +7,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import openpyxl
@@ -21,6 +22,7 @@ from importer.errors import OutputError
 from importer.loader import load_sheet
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
+from tests.conftest import FAST_LIMIT, run_cli
 
 HEADERS = ["Opportunity", "Amount", "Reference", "Note"]
 ROWS = [
@@ -188,8 +190,8 @@ def test_write_error_workbook_row_missing_from_sheet_keeps_blank_originals(tmp_p
 
 def test_write_error_workbook_of_an_error_workbook_gets_fresh_lead_columns(tmp_path):
     """A fixed workbook that fails again comes back without a stale, repeated set."""
-    headers = [*LEAD, "Opportunity", "Amount"]
-    sheet = make_sheet(headers, [["2", "validation", "old message", "OPP-1", "1x"]], [2])
+    headers = [*LEAD, "Opportunity", "Amount", "LeadSquared's message"]
+    sheet = make_sheet(headers, [["2", "validation", "old message", "OPP-1", "1x", "old words"]], [2])
     path = write(tmp_path, [RowError(2, Stage.VALIDATION, "still bad", "Amount")], sheet)
     assert error_rows(path) == [
         {
@@ -637,3 +639,63 @@ def test_check_writable_unwritable_folder_raises_output_error(tmp_path, monkeypa
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(OutputError, match="Permission denied"):
         check_writable(tmp_path / "errors.xlsx")
+
+
+# Where a person meets it: the workbook of a real import, through the CLI against the sandbox
+
+
+def _sample_run(tmp_path: Path, env: dict[str, str], command: str) -> Path:
+    workbook = tmp_path / "activities.errors.xlsx"
+    package = resources.files("importer")
+    result = run_cli(
+        command,
+        str(package / "sample_data" / "activities.csv"),
+        "--mapping",
+        str(package / "mappings" / "example.yaml"),
+        "--errors",
+        workbook,
+        "--rate-limit",
+        FAST_LIMIT,
+        "--no-progress",
+        *(["--settle-time", "0"] if command == "run" else []),
+        env=env,
+    )
+    assert result.code == 1, result.output
+    return workbook
+
+
+def test_run_workbook_names_fields_by_display_name_and_sums_up_the_run(tmp_path, env):
+    workbook = _sample_run(tmp_path, env, "run")
+    rows = {row["Source Row"]: row for row in error_rows(workbook)}
+    assert (
+        rows[89]["Error"] == "PAN Number (mx_Custom_1): is empty, but a value is required"
+    )  # the account's name
+    assert rows[68]["Error"] == "Due Date (mx_Custom_3): not a date in the form DD/MM/YYYY: '31/02/2024'"
+    assert rows[167]["Error"] == (
+        "Opportunity ID: LeadSquared has no opportunity '40ccba04-baf8-533b-a52f-61d1f7728d28' that these "
+        "keys can see: check the opportunity id"
+    )
+    assert rows[167]["LeadSquared's message"].startswith("MXInvalidInputException: Opportunity 40ccba04")
+    assert not any("Exception" in row["Error"] or "%" in row["Error"] for row in rows.values())
+    summary = summary_rows(workbook)
+    assert [row[:2] for row in summary[1:5]] == [
+        ("Rows in the file", 200),
+        ("Posted to LeadSquared", 190),
+        ("Skipped: already in LeadSquared", 0),
+        ("Failed or not sent: the rows of this workbook", 10),
+    ]
+    problems = problem_rows(workbook)
+    assert problems[0][:3] == (
+        "Opportunity ID",
+        2,
+        "LeadSquared has no opportunity '...' that these keys can see: check the opportunity id",
+    )
+    assert problems[-1] == ("Total", 10, None, None, None)
+
+
+def test_offline_validate_workbook_names_fields_by_their_column(tmp_path, env):
+    workbook = _sample_run(tmp_path, env, "validate")
+    rows = {row["Source Row"]: row for row in error_rows(workbook)}
+    assert rows[89]["Error"] == "PAN (mx_Custom_1): is empty, but a value is required"
+    assert "LeadSquared's message" not in rows[89]
+    assert summary_rows(workbook)[2][0] == "Posted (validate only: nothing is sent)"
