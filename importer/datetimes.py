@@ -11,6 +11,7 @@ one-by-one path, which also words the errors.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -159,6 +160,7 @@ _SHOWN = {
 HUMAN_EXAMPLES = "DD/MM/YYYY, MM/DD/YYYY, DD-MMM-YYYY or YYYY-MM-DD HH:mm"
 
 
+@functools.lru_cache(maxsize=256)  # the one-by-one path asks once per cell
 def strptime_format(form: str) -> str:
     """A mapping's `format` as strptime reads it: `%d/%m/%Y` stays, `DD/MM/YYYY` is translated.
 
