@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from importer import datetimes
 from importer.errors import MappingError
 
 FieldType = Literal["text", "number", "date", "datetime", "boolean"]
@@ -158,12 +159,28 @@ def _check_timezone(name: str | None) -> str | None:
 
 
 def _check_format(fmt: str | None) -> str | None:
-    if fmt is not None and "%" not in fmt:
-        raise ValueError(f"format {fmt!r} has no strptime directive (like '%d/%m/%Y')")
+    if fmt is not None:
+        if not fmt.strip():
+            raise ValueError(f"format must be a date form like {datetimes.HUMAN_EXAMPLES}, not blank")
+        datetimes.strptime_format(fmt)  # raises ValueError naming the part that is not a date form
     return fmt
 
 
-class DateTimeSource(_Source):
+class _Dated:
+    """A source whose `format` is a human form (DD/MM/YYYY) or a strptime one (%d/%m/%Y)."""
+
+    def strptime_format(self) -> str | None:
+        """The format as strptime reads it."""
+        form: str | None = getattr(self, "format", None)
+        return None if form is None else datetimes.strptime_format(form)
+
+    def shown_format(self) -> str | None:
+        """The format as a person reads it in a message: as written, or %d/%m/%Y as DD/MM/YYYY."""
+        form: str | None = getattr(self, "format", None)
+        return None if form is None else datetimes.human_format(form)
+
+
+class DateTimeSource(_Source, _Dated):
     format: str | None = None
     timezone: str | None = None
 
@@ -171,7 +188,7 @@ class DateTimeSource(_Source):
     _fmt = field_validator("format")(_check_format)
 
 
-class FieldSource(_Source):
+class FieldSource(_Source, _Dated):
     type: FieldType = "text"
     format: str | None = None
     timezone: str | None = None

@@ -29,7 +29,7 @@ from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import CHOOSE, Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
 from importer.records import PlannedRow, RowError, Sheet, Stage
-from importer.report import check_writable, write_error_workbook
+from importer.report import Totals, check_writable, write_error_workbook
 from importer.resume import (
     DEFAULT_SETTLE_S,
     Lookup,
@@ -224,6 +224,8 @@ def prepare(config: ImportConfig, events: _Events | None = None, *, unchosen_ok:
             exc.args = (f"{exc}; {hint}",)
         raise
     validated = validate_sheet(sheet, mapping, config.mapping_path)
+    for warning in validated.warnings:
+        log.warning("%s", warning)
     return Prepared(sheet, mapping, validated, plan_batches(validated.rows, config.batch_size))
 
 
@@ -259,7 +261,7 @@ def validate_file(config: ImportConfig) -> ImportResult:
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)
-    _finish(config, prepared.sheet, result, started)
+    _finish(config, prepared, result, started)
     events.finished(result)
     return result
 
@@ -333,7 +335,7 @@ def run_import(config: ImportConfig) -> ImportResult:
         result.calls += prepared.lookup_calls
         result.interrupted = result.interrupted or token.cancelled
         events.emit(Phase.REPORTING, **_counts(result))
-        _finish(config, prepared.sheet, result, started, sent=True)
+        _finish(config, prepared, result, started, sent=True)
     finally:
         remove_callback()
     events.finished(result)
@@ -364,7 +366,7 @@ def _report_stopped(
     result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
     result.interrupted = cancelled
     events.emit(Phase.REPORTING, **_counts(result))
-    _finish(config, prepared.sheet, result, started, importing=True)
+    _finish(config, prepared, result, started, importing=True)
     events.finished(result)
     return result
 
@@ -788,13 +790,14 @@ def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]
 
 def _finish(
     config: ImportConfig,
-    sheet: Sheet,
+    prepared: Prepared,
     result: ImportResult,
     started: float,
     *,
     sent: bool = False,
     importing: bool = False,
 ) -> None:
+    sheet = prepared.sheet
     if result.errors:
         try:
             result.error_report = write_error_workbook(
@@ -802,6 +805,10 @@ def _finish(
                 sheet,
                 result.errors,
                 _origins_of(sheet, config) if importing or sent else None,
+                labels=prepared.validated.labels,
+                totals=Totals(
+                    result.rows_total, result.rows_posted, result.rows_skipped, sent=importing or sent
+                ),
             )
         except OutputError as exc:
             if not sent:

@@ -75,7 +75,7 @@ def test_validate_turns_a_good_row_into_the_wire_body(mapping):
         ({"Owner": ""}, "Owner", "is empty"),
         ({"Amount": "12,5x"}, "Amount", "not a number: '12,5x'"),
         ({"Amount": "NaN"}, "Amount", "not a number"),
-        ({"Due": "31/02/2024"}, "Due", "not a date in the format '%d/%m/%Y' or ISO: '31/02/2024'"),
+        ({"Due": "31/02/2024"}, "Due", "not a date in the form DD/MM/YYYY: '31/02/2024'"),
         ({"When": "yesterday"}, "When", "not a date"),
         ({"Flag": "maybe"}, "Flag", "not a yes/no value: 'maybe'"),
         ({"Ref": "  "}, "Ref", "is empty, but a value is required"),

@@ -462,7 +462,7 @@ class WebApp:
         errors_path.unlink(missing_ok=True)
         errors = prepared.validated.errors
         if errors:
-            write_error_workbook(errors_path, prepared.sheet, errors)
+            write_error_workbook(errors_path, prepared.sheet, errors, labels=prepared.validated.labels)
         account = self._account()
         calls = len(prepared.batches)
         limit = self.settings.rate_limit
