@@ -51,7 +51,8 @@ from openpyxl.worksheet.properties import PageSetupProperties
 from importer.atomic import create_temp_file, reason, write_atomically
 from importer.datetimes import human_format
 from importer.errors import OutputError
-from importer.records import RowError, Sheet, Stage
+from importer.records import EARLIER_FAILURE, RowError, Sheet, Stage
+from importer.replies import NONE_CREATED
 
 ERRORS_SHEET = "Errors"
 SUMMARY_SHEET = "Summary"
@@ -227,7 +228,11 @@ def _failed_row(
     for error in errors:
         if error.column in position:
             comments[position[error.column]].append(_excel_text(words.plain(error))[0])
-    said = [error.message for error in errors if error.stage is Stage.API]
+    said = [
+        theirs
+        for error in errors
+        if error.stage is Stage.API and (theirs := _EARLIER.sub("", error.message)) != NONE_CREATED
+    ]
     return _FailedRow(
         source_row=source_row,
         stage=Stage(errors[0].stage).value,
@@ -297,6 +302,7 @@ class _Wording:
         return self._schema.get(schema_name, f"field {schema_name}")
 
 
+_EARLIER = re.compile(re.escape(EARLIER_FAILURE).replace(re.escape("{day}"), r"[\d-]+") + "$")
 _LABELLED = re.compile(r"\((mx_Custom_\d+)\)$")
 _EXCEPTION_TYPE = re.compile(r"\b(MX|System\.)?\w*Exception:\s*")
 _QUOTED_FORMAT = re.compile(r"'([^']*%[a-zA-Z][^']*)'")

@@ -28,7 +28,7 @@ from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet, sheet_
 from importer.lookup import needs_lookup, planned_calls, resolve
 from importer.mapping import CHOOSE, Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
-from importer.records import PlannedRow, RowError, Sheet, Stage
+from importer.records import EARLIER_FAILURE, PlannedRow, RowError, Sheet, Stage
 from importer.report import Totals, check_writable, write_error_workbook
 from importer.resume import (
     DEFAULT_SETTLE_S,
@@ -779,9 +779,7 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
 def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]) -> list[RowError]:
     """A row that failed again says when it failed before (the ledger keeps failed_at)."""
     return [
-        replace(
-            e, message=f"{e.message} (it failed in an earlier run too, on {failed_before[e.source_row][:10]})"
-        )
+        replace(e, message=e.message + EARLIER_FAILURE.format(day=failed_before[e.source_row][:10]))
         if e.source_row in failed_before
         else e
         for e in errors

@@ -401,7 +401,9 @@ def test_count_only_rejections_are_failed_with_a_reason_not_unknown_for_ever(tmp
         for r in openpyxl.load_workbook(tmp_path / "visits.errors.xlsx")["Errors"].iter_rows()
         for c in r
     ]
-    assert sum(f"it failed in an earlier run too, on {_today()}" in m for m in messages) == 3
+    assert sum(f"it failed in an earlier run too, on {_today()}" in m for m in messages) == 3  # in Error only
+    header = [c.value for c in openpyxl.load_workbook(tmp_path / "visits.errors.xlsx")["Errors"][1]]
+    assert "LeadSquared's message" not in header  # LeadSquared gave no words of its own: none are made up
     assert stored(sandbox) == valid(good)
 
 
