@@ -229,8 +229,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=8,
-        help="calls in flight at once, sharing the rate limit (default 8)",
+        default=25,
+        help="calls in flight at once, sharing the rate limit (default 25)",
     )
     parser.add_argument(
         "--journal",

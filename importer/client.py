@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 from urllib.parse import SplitResult, urlsplit
 
 import requests
+import requests.adapters
 import urllib3
 
 from importer._version import __version__
@@ -150,10 +151,16 @@ class LsqClient:
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
+        pool_size: int = 10,
     ) -> None:
         self.base_url = base_url(host)
         self._credentials = credentials
-        self._session = session or requests.Session()
+        if session is None:  # one kept-alive connection per worker: a new one is a handshake late
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(10, pool_size))
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
         self._session.headers.update({"User-Agent": f"lsq-import/{__version__}"})
         self._timeout = timeout
         self._verify: str | bool = ca_bundle or True
