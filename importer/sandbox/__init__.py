@@ -106,8 +106,7 @@ RelatedProspectId, OpportunityEvent and OpportunityEventType as strings ("12000"
 `SandboxStats`: requests, bulk_calls, throttled (rate-limit refusals), spurious_429 (injected
 throttles), throttled_by_status (status -> rate-limit and injected throttles), daily_refused,
 daily_used (calls counted today), calls (endpoint name -> requests that arrived at it, answered or
-not), faults (kind -> count), rows_created, arrivals (bulk-add arrival times), call_arrivals (the
-arrival times of every call to an API path).
+not), faults (kind -> count), rows_created, arrivals (bulk-add arrival times).
 """
 
 from __future__ import annotations
