@@ -689,18 +689,23 @@ def _next_steps(result: ImportResult, mapping: Path) -> list[str]:
             if kept
             else f"run {workbook} as the input (without a ledger, the same command would post the rest again)"
         )
-        steps.append(f"{result.rows_not_sent:,} rows not sent: {again}")
+        steps.append(f"{_rows(result.rows_not_sent)} not sent: {again}")
     if result.rows_unknown:
         steps.append(
-            f"{result.rows_unknown:,} rows of unknown outcome: run the same command again; it looks them up "
+            f"{_rows(result.rows_unknown)} of unknown outcome: run the same command again; it looks them up "
             "first and sends only those not in LeadSquared"
         )
     if result.rows_failed and workbook is not None:
         steps.append(
-            f"{result.rows_failed:,} rows failed: fix them in {workbook} and run it as the input: "
+            f"{_rows(result.rows_failed)} failed: fix {'it' if result.rows_failed == 1 else 'them'} in "
+            f"{workbook} and run it as the input: "
             f"lsq-import run {_quoted(workbook)} --mapping {_quoted(mapping)}"
         )
     return steps
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
 
 
 def _quoted(path: Path) -> str:

@@ -21,7 +21,7 @@ import sys
 import termios
 
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Sandbox
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.helpers import write_yaml
 
 MAPPING = """
@@ -140,3 +140,21 @@ def test_terminal_shows_rows_in_a_bar_messages_on_their_own_lines_and_the_next_s
     assert (
         f"{60 - stored} rows not sent: run the same command again (rows already posted are skipped)" in shown
     )
+
+
+def test_closing_lines_say_how_to_fix_failed_rows_and_feed_the_workbook_back(tmp_path, sandbox, env):
+    source = tmp_path / "visits.csv"
+    with source.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["Opportunity", "Owner", "PAN"])
+        writer.writerow([DEFAULT_OPPORTUNITIES[0], DEFAULT_USERS[0], "ABCDE0001F"])
+        writer.writerow([DEFAULT_OPPORTUNITIES[0], "not an email", "ABCDE0002F"])
+    mapping = write_yaml(tmp_path, MAPPING)
+    result = run_cli("run", source, "--mapping", mapping, "--settle-time", "0", "--no-progress", env=env)
+    assert result.code == 1, result.output
+    workbook = tmp_path / "visits.errors.xlsx"
+    assert (
+        f"1 row failed: fix it in {workbook} and run it as the input: "
+        f"lsq-import run {workbook} --mapping {mapping}\n"
+    ) in result.out
+    assert "not sent" not in result.out  # nothing left unsent: no advice to run again
