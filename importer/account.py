@@ -352,10 +352,18 @@ class AccountMetadata:
 
 
 def open_account(
-    client: LsqClient, settings: MetadataSettings, *, limiter: RateLimiter | None = None, attempts: int = 4
+    client: LsqClient,
+    settings: MetadataSettings,
+    *,
+    limiter: RateLimiter | None = None,
+    attempts: int = 4,
+    identity: Identity | None = None,
 ) -> AccountMetadata:
-    """Check the keys and the host (one call), then read the account's metadata through `client`."""
-    identity = check_keys(client, limiter, attempts)
+    """Check the keys and the host, then read the account's metadata through `client`.
+
+    The keys check is one call, made here unless the caller made it already and gives its `identity`.
+    """
+    identity = identity or check_keys(client, limiter, attempts)
     problem = region_problem(identity, client.base_url)
     if problem:
         raise ApiUnusableError(problem)

