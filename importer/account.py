@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from importer.atomic import write_json_atomically
+from importer._cache import read_entries, write_entries
 from importer.client import Credentials, LsqClient, ReadError, ReadOptions, host_of
-from importer.errors import ApiUnusableError, AuthError, OutputError
+from importer.errors import ApiUnusableError, AuthError
 from importer.throttle import RateLimit, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -273,27 +273,17 @@ class MetadataCache:
         entries = self._load()
         entries[key] = {"fetched_at": self._clock(), "data": data}
         if self.path is not None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomically(
-                    self.path,
-                    {"version": _CACHE_VERSION, "entries": entries},
-                    "the metadata cache",
-                    indent=None,
-                )
-            except (OSError, OutputError) as exc:
-                log.warning("cannot keep the account's metadata (%s); it is fetched again next run", exc)
+            write_entries(
+                self.path,
+                _CACHE_VERSION,
+                entries,
+                "the metadata cache",
+                "cannot keep the account's metadata (%s); it is fetched again next run",
+            )
 
     def _load(self) -> dict[str, Any]:
         if self._entries is None:
-            self._entries = {}
-            if self.path is not None and self.path.is_file():
-                try:
-                    stored = json.loads(self.path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    stored = None  # a damaged cache is only a missed shortcut
-                if isinstance(stored, dict) and stored.get("version") == _CACHE_VERSION:
-                    self._entries = dict(stored.get("entries") or {})
+            self._entries = read_entries(self.path, _CACHE_VERSION)
         return self._entries
 
 
@@ -362,10 +352,18 @@ class AccountMetadata:
 
 
 def open_account(
-    client: LsqClient, settings: MetadataSettings, *, limiter: RateLimiter | None = None, attempts: int = 4
+    client: LsqClient,
+    settings: MetadataSettings,
+    *,
+    limiter: RateLimiter | None = None,
+    attempts: int = 4,
+    identity: Identity | None = None,
 ) -> AccountMetadata:
-    """Check the keys and the host (one call), then read the account's metadata through `client`."""
-    identity = check_keys(client, limiter, attempts)
+    """Check the keys and the host, then read the account's metadata through `client`.
+
+    The keys check is one call, made here unless the caller made it already and gives its `identity`.
+    """
+    identity = identity or check_keys(client, limiter, attempts)
     problem = region_problem(identity, client.base_url)
     if problem:
         raise ApiUnusableError(problem)

@@ -10,9 +10,10 @@ from collections.abc import Iterable
 
 from importer.account import MAX_LISTED, AccountMetadata, ActivityMeta, FieldMeta, Kind, describe_types
 from importer.errors import MappingError
+from importer.init_mapping import match_fields
 from importer.mapping import FieldType, Mapping
 from importer.records import ActivityBody, RowError, Stage
-from importer.validate import Converter, Validated, converter_for
+from importer.validate import Converter, Validated, converter_for, field_labels
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_
             meta = activity.fields.get(schema_name)
             if meta is None:
                 problems.append(
-                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}; "
-                    f"its fields are {activity.field_list()}"
+                    f"'fields.{schema_name}': {activity.label} has no field {schema_name}"
+                    f"{_did_you_mean(activity, mapping, source.columns())}; its fields are {activity.field_list()}"
                 )
             elif "type" in source.model_fields_set and not _type_fits(source.type, meta.kind):
                 warnings.append(
@@ -63,6 +64,17 @@ def check_mapping(mapping: Mapping, activities: Iterable[ActivityMeta], mapping_
     if problems:
         raise MappingError(mapping_path, "; ".join(problems))
     return warnings
+
+
+def _did_you_mean(activity: ActivityMeta, mapping: Mapping, columns: list[str]) -> str:
+    """The unmapped field whose display name matches the column, from the account's metadata."""
+    free = [meta for meta in activity.fields.values() if meta.schema_name not in mapping.fields]
+    matched = match_fields(columns, free)
+    if not matched:
+        return ""
+    schema_name, column = next(iter(matched.items()))
+    meta = activity.fields[schema_name]
+    return f" (did you mean {schema_name}, {meta.display_name}, which matches the column '{column}'?)"
 
 
 def _type_fits(declared: FieldType, kind: Kind) -> bool:
@@ -91,7 +103,17 @@ def check_rows(
         code: _ActivityChecker(activity, mapping, mapping_path) for code, activity in activities.items()
     }
     event_column = mapping.column_for("activity_event")
-    result = Validated(errors=list(validated.errors))
+    display_names = {
+        schema_name: meta.display_name
+        for activity in activities.values()
+        for schema_name, meta in activity.fields.items()
+        if meta.display_name
+    }
+    result = Validated(
+        errors=list(validated.errors),
+        warnings=validated.warnings,
+        labels=field_labels(mapping, display_names),
+    )
     for row in validated.rows:
         body = row.body
         if event_code is not None:
@@ -130,7 +152,7 @@ class _ActivityChecker:
             (
                 meta.schema_name,
                 mapping.column_for(f"fields.{meta.schema_name}"),
-                f"is empty, but {meta.label} is mandatory for {activity.label}",
+                f"is empty, but it is mandatory for {activity.label}",
             )
             for meta in activity.fields.values()
             if meta.mandatory
@@ -183,9 +205,18 @@ def _value_check(meta: FieldMeta, skip_options: bool) -> Converter | None:
         try:
             return convert(value)
         except ValueError as exc:
-            raise ValueError(f"{exc} ({meta.label} is a {meta.data_type} field)") from None
+            raise ValueError(
+                f"{exc} (it is a {meta.data_type} field in LeadSquared{_format_hint(kind)})"
+            ) from None
 
     return check
+
+
+def _format_hint(kind: str) -> str:
+    """For a date field read without a format: how to give one."""
+    if kind not in {"date", "datetime"}:
+        return ""
+    return f'; in the mapping, give the column type: {kind} and its format, like format: "DD/MM/YYYY"'
 
 
 def _options_check(meta: FieldMeta, *, multi: bool) -> Converter:
@@ -198,14 +229,14 @@ def _options_check(meta: FieldMeta, *, multi: bool) -> Converter:
         if not multi:
             option = exact.get(_fold_option(value))
             if option is None:
-                raise ValueError(f"'{value}' is not an option of {meta.label}: {listed}")
+                raise ValueError(f"'{value}' is not one of its options: {listed}")
             return option
         parts = [part.strip() for part in value.split(MULTI_SELECT_SEPARATOR) if part.strip()]
         wrong = [part for part in parts if _fold_option(part) not in exact]
         if wrong or not parts:
             shown = ", ".join(f"'{part}'" for part in wrong) if wrong else f"'{value}'"
             raise ValueError(
-                f"{shown} {'is' if len(wrong) <= 1 else 'are'} not among the options of {meta.label} "
+                f"{shown} {'is' if len(wrong) <= 1 else 'are'} not among its options "
                 f"(separate several with '{MULTI_SELECT_SEPARATOR}'): {listed}"
             )
         return MULTI_SELECT_SEPARATOR.join(exact[_fold_option(part)] for part in parts)

@@ -50,3 +50,22 @@ def create_temp_file(target: Path) -> Path:
 
 def reason(error: OSError) -> str:
     return error.strerror or str(error)
+
+
+def prepare_folder(target: Path, what: str) -> None:
+    """Create the folder `target` goes in and check a file can be written there, before any call.
+
+    A nightly job on a fresh machine has no `logs/` yet; better to make it now than to find,
+    after rows were posted, that the summary has nowhere to go.
+    """
+    folder = Path(target).parent
+    blocker = next((part for part in (folder, *folder.parents) if part.exists() and not part.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"{target}: cannot write here, {blocker} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        create_temp_file(Path(target)).unlink()
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write {what} here: {reason(error)}") from error
+    if Path(target).is_dir():
+        raise OutputError(f"{target}: is a folder; give a file name for {what}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import itertools
 import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -15,16 +18,16 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
+from importer.terminal import ProgressBar, TerminalHandler
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from importer.account import ActivityMeta, Connection, MetadataSettings
-    from importer.events import CancelToken, Progress
+    from importer.events import CancelToken
     from importer.runner import ImportConfig, ImportResult
 
 log = logging.getLogger("importer")
@@ -69,9 +72,17 @@ def main(
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage or help
+    except _ParseError as exc:  # a mistyped option in a nightly job: one JSON line under --log-format json
+        json_lines = _wants_json(sys.argv[1:] if argv is None else argv)
+        stream = JsonLines(err) if json_lines else err
+        print(exc.message if json_lines else f"{exc.usage}{exc.message}", file=stream)
+        return ExitStatus.INPUT_ERROR
+    except SystemExit as exc:  # argparse already printed help or the version
         return ExitStatus.OK if exc.code == 0 else ExitStatus.INPUT_ERROR
     handler: list[logging.Handler] = []
+    if args.log_format == "json":  # every line JSON, stdout too (but not init-mapping's YAML)
+        err = JsonLines(err)
+        out = out if args.command is _cmd_init_mapping else JsonLines(out)
     try:
         handler = _setup_logging(args, err)
         return int(args.command(args, env, out, err))
@@ -91,20 +102,42 @@ def main(
         return int(ExitStatus.INPUT_ERROR)
     finally:
         _teardown_logging(handler)
+        for stream in (out, err):
+            if isinstance(stream, JsonLines):
+                stream.finish()
+
+
+class _ParseError(Exception):
+    def __init__(self, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.usage, self.message = usage, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is raised, for main() to print in the chosen log format."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseError(self.format_usage(), f"{self.prog}: error: {message}")
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    words = list(argv)
+    return "--log-format=json" in words or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(words)
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lsq-import",
         description="Import CSV and Excel spreadsheets into LeadSquared as activities on opportunities.",
-        epilog="Exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or "
-        "input error (nothing sent); 3 API unusable (bad keys, host unreachable); 130 interrupted "
-        "(Ctrl-C or SIGTERM).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lsq-import {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="validate a sheet, check it against the account, post its rows")
+    run = _command(commands, "run", "validate a sheet, check it against the account, post its rows")
     _add_input_options(run)
     run.set_defaults(input=None)
     _add_send_options(run)
@@ -112,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(run)
     run.set_defaults(command=_cmd_run)
 
-    validate = commands.add_parser("validate", help="read, map, validate and plan a sheet; sends nothing")
+    validate = _command(commands, "validate", "read, map, validate and plan a sheet; sends nothing")
     _add_input_options(validate)
     validate.add_argument(
         "--online",
@@ -123,12 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_metadata_options(validate)
     validate.set_defaults(command=_cmd_validate)
 
-    check = commands.add_parser("check", help="check the API keys and host: whose keys, which API host")
+    check = _command(commands, "check", "check the API keys and host: whose keys, which API host")
     _add_send_options(check)
     _add_logging_options(check)
     check.set_defaults(command=_cmd_check)
 
-    init = commands.add_parser("init-mapping", help="print a commented starter mapping guessed from a sheet")
+    init = _command(commands, "init-mapping", "print a commented starter mapping guessed from a sheet")
     init.add_argument("input", type=Path, help="the spreadsheet: .csv, .xlsx, .xlsm, .xls or .ods")
     init.add_argument(
         "--activity-event", required=True, help='activity event code (201) or name ("Site Visit")'
@@ -144,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(init)
     init.set_defaults(command=_cmd_init_mapping)
 
-    sandbox = commands.add_parser("sandbox", help="serve the local LeadSquared emulator")
+    sandbox = _command(commands, "sandbox", "serve the local LeadSquared emulator")
     sandbox.add_argument(
         "--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)"
     )
@@ -154,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(sandbox)
     sandbox.set_defaults(command=_cmd_sandbox)
 
-    demo = commands.add_parser("demo", help="import the sample data into an in-process sandbox")
+    demo = _command(commands, "demo", "import the sample data into an in-process sandbox")
     demo.add_argument(
         "--errors",
         type=Path,
@@ -165,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(demo)
     demo.set_defaults(command=_cmd_demo)
 
-    serve = commands.add_parser("serve", help="start the web page: upload, map, preview, import")
+    serve = _command(commands, "serve", "start the web page: upload, map, preview, import")
     serve.add_argument(
         "--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)"
     )
@@ -182,6 +215,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_logging_options(serve)
     serve.set_defaults(command=_cmd_serve)
+    return parser
+
+
+_ENVIRONMENT = """\
+environment:
+  LSQ_ACCESS_KEY, LSQ_SECRET_KEY  the API keys (Settings > API and Webhooks); never on the command line
+  LSQ_HOST                        the account's API host, e.g. api-in21.leadsquared.com (or --host)
+  LSQ_IMPORT_STATE_DIR            where the ledgers live (default ~/.local/state/lsq-import)
+  LSQ_IMPORT_CACHE_DIR            where the account's metadata is kept (default ~/.cache/lsq-import)"""
+
+_EPILOG = f"""\
+{_ENVIRONMENT}
+
+examples:
+  lsq-import demo
+  lsq-import check
+  lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml
+  lsq-import validate visits.xlsx --mapping mappings/visits.yaml --online
+  lsq-import run visits.xlsx --mapping mappings/visits.yaml
+  lsq-import COMMAND --help      options of one command, with an example
+
+exit codes: 0 all rows posted; 1 some rows failed or unknown; 2 usage, mapping or input error
+  (nothing sent); 3 API unusable (bad keys, host unreachable); 4 ledger unusable; 130 interrupted
+  (Ctrl-C or SIGTERM)"""
+
+_EXAMPLES = {
+    "run": "lsq-import run visits.xlsx --mapping mappings/visits.yaml\n"
+    "  lsq-import run 'incoming/*.xlsx' --mapping mappings/visits.yaml --archive archive "
+    "--log-format json --summary-json logs/last.json",
+    "validate": "lsq-import validate visits.xlsx --mapping mappings/visits.yaml           # offline\n"
+    "  lsq-import validate 'incoming/*.xlsx' --mapping mappings/visits.yaml --online",
+    "check": "lsq-import check --host api-in21.leadsquared.com",
+    "init-mapping": "lsq-import init-mapping visits.xlsx --activity-event 201 --online > mappings/visits.yaml",
+    "sandbox": "lsq-import sandbox --port 8765      # then: export the three lines it prints",
+    "demo": "lsq-import demo",
+    "serve": "lsq-import serve --sandbox         # or: lsq-import serve (your account)",
+}
+_NEEDS_KEYS = {"run", "check", "validate", "init-mapping", "serve"}
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example and, when it talks to an account, the variables."""
+    epilog = f"example:\n  {_EXAMPLES[name]}"
+    if name in _NEEDS_KEYS:
+        epilog += f"\n\n{_ENVIRONMENT}"
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     return parser
 
 
@@ -229,8 +310,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=8,
-        help="calls in flight at once, sharing the rate limit (default 8)",
+        default=25,
+        help="calls in flight at once, sharing the rate limit (default 25)",
     )
     parser.add_argument(
         "--journal",
@@ -292,35 +373,22 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        return json.dumps(entry, ensure_ascii=False, default=str)
-
-
 def _setup_logging(args: argparse.Namespace, err: TextIO) -> list[logging.Handler]:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    handlers: list[logging.Handler] = [logging.StreamHandler(err)]
+    json_lines = args.log_format == "json"
+    # people read stderr: plain lines above the progress bar; the log file keeps time and source
+    handlers: list[logging.Handler] = [logging.StreamHandler(err) if json_lines else TerminalHandler(err)]
     if args.log_file:
         try:
+            args.log_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no logs/ yet
             handlers.append(logging.FileHandler(args.log_file, encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"--log-file {args.log_file}: cannot be written ({exc.strerror})") from None
-    formatter = (
-        JsonFormatter()
-        if args.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
     for handler in handlers:
-        handler.setFormatter(formatter)
+        if json_lines:
+            handler.setFormatter(JsonFormatter())
+        elif not isinstance(handler, TerminalHandler):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
     return handlers
@@ -404,56 +472,6 @@ def _metadata_settings(args: argparse.Namespace, env: dict[str, str]) -> Metadat
     return MetadataSettings(args.cache_dir or default_cache_dir(env), ttl, args.refresh_metadata)
 
 
-class ProgressBar:
-    """The run's `Progress` events as a tqdm bar of calls, with the time left at the rate limit.
-
-    With no stream it draws nothing and only remembers the phase, which the signal handler reads.
-    """
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream
-        self._bar: tqdm[Any] | None = None
-        self.last: Progress | None = None
-
-    def __call__(self, event: Progress) -> None:
-        from tqdm import tqdm
-
-        from importer.events import Phase
-
-        self.last = event
-        if self._stream is None:
-            return
-        if event.phase not in (Phase.SENDING, Phase.SETTLING):
-            self.close()
-            return
-        left = tqdm.format_interval(event.seconds_left or 0)
-        if self._bar is None:
-            self._bar = tqdm(
-                total=event.calls_planned,
-                unit="call",
-                file=self._stream,
-                leave=False,
-                postfix=left,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} calls [{elapsed} so far{postfix} left at the rate limit]",
-            )
-            return
-        self._bar.set_postfix_str(left, refresh=False)
-        self._bar.update(event.calls_done - self._bar.n)
-
-    @property
-    def sending(self) -> bool:
-        """True once the run has begun sending rows (it may have stopped since)."""
-        from importer.events import Phase
-
-        before = (Phase.READING, Phase.VALIDATING, Phase.CHECKING, Phase.RECONCILING)
-        return self.last is not None and self.last.phase not in before
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 @contextlib.contextmanager
 def cancel_on_signals(token: CancelToken, bar: ProgressBar) -> Iterator[None]:
     """While a run works, Ctrl-C (SIGINT) and SIGTERM call `token.cancel()` instead of raising.
@@ -489,17 +507,21 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
         return _run_inputs(args, env, out, err)
     except ImporterError as exc:  # a nightly job's --summary-json must not keep yesterday's counts
         if args.summary_json:
-            from importer.atomic import write_json_atomically
+            from importer.atomic import prepare_folder, write_json_atomically
 
-            with contextlib.suppress(ImporterError):
+            try:
+                prepare_folder(args.summary_json, "the summary")  # a fresh machine has no logs/ yet
                 write_json_atomically(
                     args.summary_json,
                     {
                         "input": str(args.input),
                         "error": _as_flags(str(exc)),
                         "exit_code": int(exc.exit_status),
+                        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     },
                 )
+            except ImporterError as problem:
+                print(f"lsq-import: error: summary NOT written: {problem}", file=err)
         raise
 
 
@@ -535,6 +557,9 @@ def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err:
         _print_summary(outcome, path, out, json_lines=json_lines, summary=summary)
         if outcome.stop_reason:
             print(f"lsq-import: error: {outcome.stop_reason}", file=err)
+        if not json_lines:
+            for line in _next_steps(outcome, args.mapping):
+                print(line, file=out)
 
     with cancel_on_signals(token, bar):
         try:
@@ -640,7 +665,16 @@ def _cmd_sandbox(args: argparse.Namespace, env: dict[str, str], out: TextIO, err
     from importer.throttle import RateLimit
 
     limit = RateLimit.parse(args.rate_limit)
-    with Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port) as sandbox:
+    try:
+        server = Sandbox(rate_limit=(limit.calls, limit.seconds), port=args.port).start()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise UsageError(
+            f"port {args.port} is already in use (a sandbox started earlier still running?): stop that "
+            f"one, or pick another port: --port {args.port + 1}, or --port 0 for any free one"
+        ) from None
+    with server as sandbox:
         print(f"LeadSquared sandbox at {sandbox.url} (rate limit {limit}); Ctrl-C stops it.", file=out)
         print(f"  export LSQ_HOST={sandbox.url}", file=out)
         print(
@@ -701,16 +735,16 @@ def _print_summary(
     for _row, stage in {(e.source_row, e.stage.value) for e in result.errors}:
         by_stage[stage] = by_stage.get(stage, 0) + 1
     lines = [
-        f"{input_path}: {result.rows_total} rows",
-        f"  posted    {result.rows_posted:>7}",
+        f"{input_path}: {result.rows_total:,} rows",
+        f"  posted    {result.rows_posted:>7,}",
         *_skipped_lines(result),
-        f"  failed    {result.rows_failed:>7}  (validation {by_stage.get('validation', 0)}, "
+        f"  failed    {result.rows_failed:>7,}  (validation {by_stage.get('validation', 0)}, "
         f"rejected by LeadSquared {by_stage.get('api', 0)})",
-        f"  unknown   {result.rows_unknown:>7}  (sent, outcome unknown and the look-up failed: the next run "
+        f"  unknown   {result.rows_unknown:>7,}  (sent, outcome unknown and the look-up failed: the next run "
         "looks them up before sending them again)"
         if result.rows_unknown
         else None,
-        f"  not sent  {result.rows_not_sent:>7}" if result.rows_not_sent else None,
+        f"  not sent  {result.rows_not_sent:>7,}" if result.rows_not_sent else None,
         f"Calls: {result.calls} (throttled {result.throttled}, retries {result.retries}) in {result.elapsed_s:.1f} s",
         f"Error workbook: {result.error_report}"
         if result.error_report
@@ -723,6 +757,40 @@ def _print_summary(
     elif getattr(result, "ledger", None) is None and result.rows_posted:
         lines.append("No ledger was kept (--no-journal): running this file again may post these rows again.")
     print("\n".join(line for line in lines if line is not None), file=out)
+
+
+def _next_steps(result: ImportResult, mapping: Path) -> list[str]:
+    """What to do about the rows that did not arrive, in the closing lines of a run."""
+    steps = []
+    workbook = result.error_report
+    kept = result.ledger is not None
+    if result.rows_not_sent:
+        again = (
+            "run the same command again (rows already posted are skipped)"
+            if kept
+            else f"run {workbook} as the input (without a ledger, the same command would post the rest again)"
+        )
+        steps.append(f"{_rows(result.rows_not_sent)} not sent: {again}")
+    if result.rows_unknown:
+        steps.append(
+            f"{_rows(result.rows_unknown)} of unknown outcome: run the same command again; it looks them up "
+            "first and sends only those not in LeadSquared"
+        )
+    if result.rows_failed and workbook is not None:
+        steps.append(
+            f"{_rows(result.rows_failed)} failed: fix {'it' if result.rows_failed == 1 else 'them'} in "
+            f"{workbook} and run it as the input: "
+            f"lsq-import run {_quoted(workbook)} --mapping {_quoted(mapping)}"
+        )
+    return steps
+
+
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
 
 
 def _skipped_lines(result: Any) -> list[str]:

@@ -6,12 +6,15 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import SplitResult, urlsplit
 
 import requests
+import requests.adapters
 import urllib3
 
 from importer._version import __version__
@@ -19,6 +22,7 @@ from importer.endpoints import (
     ACTIVITIES_PATH,
     ACTIVITY_SETTING_PATH,
     ACTIVITY_TYPES_PATH,
+    API_HOSTS,
     BULK_ADD_PATH,
     OPPORTUNITIES_BY_ID_PATH,
     OPPORTUNITIES_BY_LEAD_FIELD_PATH,
@@ -34,12 +38,12 @@ from importer.replies import (  # the reply-reading half lives in importer.repli
     ReplyKind,
     RowResult,
     read_reply,
+    throttle_of,
 )
 from importer.replies import json_or_none as _json_or_none
 from importer.replies import mx_error as _mx_error
-from importer.replies import retry_after as _retry_after
 from importer.replies import snippet as _snippet
-from importer.throttle import RateLimiter, Sleep, backoff_delay
+from importer.throttle import RateLimit, RateLimiter, Sleep, backoff_delay, names_a_day
 
 __all__ = [  # the reply names, re-exported from importer.replies for existing imports
     "UNKNOWN_ADVICE",
@@ -59,6 +63,7 @@ log = logging.getLogger(__name__)
 ACCESS_KEY_ENV = "LSQ_ACCESS_KEY"
 SECRET_KEY_ENV = "LSQ_SECRET_KEY"  # noqa: S105 - the name of a variable, not a secret
 HOST_ENV = "LSQ_HOST"
+KEYS_CHECK_TIMEOUT_S = 5.0  # UserByAccessKey.Get answers in well under a second when the host is up
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what a key is made of
 
 
@@ -150,10 +155,16 @@ class LsqClient:
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
+        pool_size: int = 10,
     ) -> None:
         self.base_url = base_url(host)
         self._credentials = credentials
-        self._session = session or requests.Session()
+        if session is None:  # one kept-alive connection per worker: a new one is a handshake late
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(10, pool_size))
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self._session = session
         self._session.headers.update({"User-Agent": f"lsq-import/{__version__}"})
         self._timeout = timeout
         self._verify: str | bool = ca_bundle or True
@@ -197,8 +208,15 @@ class LsqClient:
         return read_reply(response.status_code, response.text, count, dict(response.headers))
 
     def who_am_i(self, *, limiter: RateLimiter | None = None, attempts: int = 4) -> dict[str, Any]:
-        """GET UserByAccessKey.Get: a cheap credentials check; raises ApiUnusableError."""
-        data = self.read("GET", WHO_AM_I_PATH, limiter=limiter, attempts=attempts)
+        """GET UserByAccessKey.Get: a cheap credentials check; raises ApiUnusableError.
+
+        It is the first call of a run, so it is also the test that the host answers at all: a
+        short timeout, and two tries without an answer end it (in seconds, not minutes of silence).
+        """
+        wait = min(KEYS_CHECK_TIMEOUT_S, self._timeout[0]), min(KEYS_CHECK_TIMEOUT_S, self._timeout[1])
+        data = self.read(
+            "GET", WHO_AM_I_PATH, limiter=limiter, attempts=attempts, timeout=wait, unanswered_attempts=2
+        )
         if not isinstance(data, dict):
             raise ApiUnusableError(f"{self.base_url}: UserByAccessKey.Get did not answer with an object")
         return data
@@ -247,14 +265,22 @@ class LsqClient:
         limiter: RateLimiter | None = None,
         attempts: int = 4,
         sleep: Sleep = time.sleep,
+        timeout: tuple[float, float] | None = None,
+        unanswered_attempts: int | None = None,
     ) -> Any:
-        """A read-only call: safe to repeat, so 429s and transport errors are retried.
+        """A read-only call: safe to repeat, so 429s and transport errors are retried, each said.
 
-        Raises AuthError on 401, ReadError when the answer cannot be had.
+        `unanswered_attempts` caps the tries that get no answer at all (timeouts, refused
+        connections), so a host that never answers is given up in seconds. Raises AuthError on
+        401, ApiUnusableError when the host name does not resolve, ReadError when the answer
+        cannot be had.
         """
+        unanswered = 0
+        wait = timeout or self._timeout
         for attempt in range(1, attempts + 1):
             if limiter is not None:
                 limiter.acquire()
+            paced = False
             try:
                 response = self._session.request(
                     method,
@@ -262,30 +288,62 @@ class LsqClient:
                     params=params,
                     data=None if body is None else json.dumps(body).encode("utf-8"),
                     headers={**self._credentials.headers(), "Content-Type": "application/json"},
-                    timeout=self._timeout,
+                    timeout=wait,
                     verify=self._verify,
                 )
             except requests.exceptions.SSLError:
                 raise ApiUnusableError(self._tls_message()) from None
             except requests.exceptions.RequestException as exc:
-                problem = f"cannot reach {self.base_url} ({type(exc).__name__})"
+                if _unresolved(exc):
+                    raise ApiUnusableError(self._unresolved_message()) from None
+                problem = self._no_answer(exc, wait)
+                unanswered += 1
+                if unanswered_attempts is not None and unanswered >= unanswered_attempts:
+                    raise ReadError(f"{problem}, {unanswered} times: giving up") from None
             else:
-                if response.status_code == 401:
-                    error = _mx_error(_json_or_none(response.text)) or "401 Unauthorized"
-                    raise AuthError(f"{self.base_url} refused the API keys: {error}")
-                data = _json_or_none(response.text)
-                if response.status_code == 200 and data is not None:
+                answered, data, problem, paced = self._judge(response, path, limiter)
+                if answered:
                     return data
-                problem = f"{path} answered HTTP {response.status_code}: {_mx_error(data) or _snippet(response.text)}"
-                if response.status_code == 429 and limiter is not None:
-                    limiter.pause(_retry_after(dict(response.headers)))
-                elif response.status_code < 500 and response.status_code != 429:
-                    raise ReadError(problem)
             if attempt < attempts:
-                log.info("%s; retrying", problem)
-                if limiter is None or "429" not in problem:
-                    sleep(backoff_delay(attempt))
+                delay = 0.0 if paced else backoff_delay(attempt)
+                log.warning("%s; retrying%s", problem, f" in {delay:.1f} s" if delay else "")
+                sleep(delay)
         raise ReadError(problem)
+
+    def _judge(
+        self, response: requests.Response, path: str, limiter: RateLimiter | None
+    ) -> tuple[bool, Any, str, bool]:
+        """(answered, data, problem, paced by the limiter) of one read; raises when a retry cannot help."""
+        if response.status_code == 401:
+            error = _mx_error(_json_or_none(response.text)) or "401 Unauthorized"
+            raise AuthError(f"{self.base_url} refused the API keys: {error}")
+        throttled = throttle_of(response.status_code, response.text, dict(response.headers))
+        data = _json_or_none(response.text)
+        if response.status_code == 200 and data is not None and throttled is None:
+            return True, data, "", False
+        problem = f"{path} answered HTTP {response.status_code}: {_mx_error(data) or _snippet(response.text)}"
+        if throttled is not None and names_a_day(throttled.message):
+            raise ReadError(problem)  # the day's quota: no wait clears it
+        if throttled is None and response.status_code < 500:
+            raise ReadError(problem)
+        if throttled is not None and limiter is not None:
+            _slow_down(limiter, throttled)
+            return False, None, problem, True
+        return False, None, problem, False
+
+    def _no_answer(self, exc: requests.exceptions.RequestException, timeout: tuple[float, float]) -> str:
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return f"{self.base_url} did not accept a connection within {timeout[0]:g} s"
+        if isinstance(exc, requests.exceptions.Timeout):
+            return f"{self.base_url} accepted the connection but did not answer within {timeout[1]:g} s"
+        return f"cannot reach {self.base_url} ({type(exc).__name__})"
+
+    def _unresolved_message(self) -> str:
+        host = urlsplit(self.base_url).hostname or self.base_url
+        return (
+            f"the host name {host} does not resolve (no such host, or no network): check --host or "
+            f"LSQ_HOST; LeadSquared's API hosts are {', '.join(API_HOSTS)}"
+        )
 
     def _tls_message(self) -> str:
         return (
@@ -344,12 +402,33 @@ class LsqClient:
         return self.read("POST", OPPORTUNITIES_BY_ID_PATH, body=body, limiter=limiter, attempts=attempts)
 
 
+def _slow_down(limiter: RateLimiter, throttled: Reply) -> None:
+    """A throttled read: take the limit LeadSquared names, and hold every call back for a window."""
+    if throttled.limit is not None:
+        limiter.lower_to(RateLimit(*throttled.limit), source="LeadSquared's throttle message")
+    limiter.pause(throttled.retry_after)
+
+
+def _unresolved(exc: BaseException) -> bool:
+    """True when the host name could not be looked up (a mistyped host, or no network)."""
+    return any(
+        isinstance(cause, urllib3.exceptions.NameResolutionError | socket.gaierror) for cause in _causes(exc)
+    )
+
+
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
     """True when the connection was refused or never opened, so no byte of the request left."""
+    return any(
+        isinstance(cause, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+        for cause in _causes(exc)
+    )
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what caused it, down the chain (urllib3 wraps the socket's error)."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
-            return True
+        yield cause
         if isinstance(cause, urllib3.exceptions.MaxRetryError):
             cause = cause.reason
             continue
@@ -358,4 +437,3 @@ def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
             or cause.__context__
             or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
         )
-    return False

@@ -13,3 +13,13 @@ BULK_ADD_PATH = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityI
 OPPORTUNITIES_BY_LEAD_FIELD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesByUniqueLeadField"
 OPPORTUNITIES_OF_LEAD_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesOfLead"
 OPPORTUNITIES_BY_ID_PATH = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
+
+# LeadSquared's API hosts by region (CONTRACT.md, confirmed): what a mistyped --host is told
+API_HOSTS = (
+    "api.leadsquared.com",  # Singapore
+    "api-us11.leadsquared.com",
+    "api-in21.leadsquared.com",
+    "api-in22.leadsquared.com",
+    "api-ir31.leadsquared.com",
+    "api-ca12.leadsquared.com",
+)

@@ -17,10 +17,9 @@ import yaml
 
 from importer.account import ActivityMeta, FieldMeta
 from importer.lookup import normalise_email, normalise_phone
-from importer.mapping import Mapping
+from importer.mapping import CHOOSE, Mapping
 from importer.records import Sheet
 
-CHOOSE = "CHOOSE A COLUMN"  # what a target gets when no header looks like it: validate names the real ones
 _MATCH_CUTOFF = 0.8  # header to display-name similarity below which a column is left unmapped
 _SAMPLE = 500  # distinct values looked at to guess a date format
 # what YAML forbids raw in a stream, and the characters it reads as line breaks (NEL, LS, PS)
@@ -54,8 +53,38 @@ def _key(text: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text.casefold())
 
 
+# Words people shorten in headers ("Payment Ref No."), read as the word they stand for
+_ABBREVIATIONS = {
+    "ref": "reference",
+    "refno": "reference",
+    "no": "number",
+    "num": "number",
+    "nbr": "number",
+    "amt": "amount",
+    "qty": "quantity",
+    "dt": "date",
+    "dob": "birth",
+    "tel": "phone",
+    "ph": "phone",
+    "mob": "mobile",
+    "addr": "address",
+    "desc": "description",
+    "dept": "department",
+    "cust": "customer",
+    "acct": "account",
+    "txn": "transaction",
+    "pmt": "payment",
+    "pymt": "payment",
+}
+_FILLER = {"number", "the", "of", "a"}  # "Payment Reference" is "Payment Reference Number"
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[0-9a-z]+", text.casefold()))
+    words = {_ABBREVIATIONS.get(word, word) for word in re.findall(r"[0-9a-z]+", text.casefold())}
+    return words - _FILLER or words
+
+
+_STAFF = ("rep", "user", "agent", "executive", "salesperson", "staff", "employee", "assigned", "owner")
 
 
 # Each target's header guesses, best first: a header is taken by the first rule it meets.
@@ -66,7 +95,10 @@ _GUESSES: dict[str, list[Callable[[str], bool]]] = {
     ],
     "owner_email": [
         lambda k: "owner" in k and "mail" in k,
-        lambda k: k in {"activityowner", "owner", "useremail", "email", "emailaddress"},
+        lambda k: "mail" in k and any(who in k for who in _STAFF),
+        lambda k: (
+            k in {"activityowner", "owner", "useremail", "salesrep", "assignedto", "email", "emailaddress"}
+        ),
     ],
     "note": [
         lambda k: (
@@ -90,8 +122,33 @@ _GUESSES: dict[str, list[Callable[[str], bool]]] = {
         ),
         lambda k: "activity" in k and ("date" in k or "time" in k),
         lambda k: k in {"date", "datetime", "when", "timestamp", "createdon"},
+        lambda k: any(k.startswith(what) for what in ("visit", "call", "meeting")) and "date" in k,
     ],
 }
+
+# A format written in a header, "Visit Date (DD/MM/YYYY)": the strptime format it stands for
+_HINT_PARTS = [
+    ("YYYY", "%Y"),
+    ("MMM", "%b"),
+    ("DD", "%d"),
+    ("MM", "%m"),
+    ("YY", "%y"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+]
+_HINT = re.compile(r"(?:YYYY|DD|MM|YY)(?:[-/. ](?:YYYY|MMM|DD|MM|YY))+(?:[ T]HH:mm(?::ss)?)?")
+
+
+def format_hint(header: str) -> tuple[str, str] | None:
+    """(the form a person wrote, its strptime format) when a header names its date format."""
+    match = _HINT.search(header.replace("dd", "DD").replace("yyyy", "YYYY").replace("yy", "YY"))
+    if match is None:
+        return None
+    form = fmt = match.group(0)
+    for part, directive in _HINT_PARTS:
+        fmt = fmt.replace(part, directive)
+    return form, fmt
 
 
 def guess_column(headers: list[str], target: str, taken: set[str]) -> str | None:
@@ -203,20 +260,45 @@ class _Writer:
         self.lines: list[str] = []
         self.notes: list[str] = []
         self.taken: set[str] = set()
+        self.reserved: set[str] = set()  # headers an activity field matches by name: not guessed by values
 
     def column(self, target: str, what: str) -> str:
-        header = guess_column(self.sheet.headers, target, self.taken)
+        header = guess_column(self.sheet.headers, target, self.taken) or self.by_values(target)
         if header is None:
             self.notes.append(f"no header looks like {what}: replace '{CHOOSE}' in {target}")
             return CHOOSE
         self.taken.add(header)
         return header
 
+    def by_values(self, target: str) -> str | None:
+        """A column whose cells look like the target's: owners' emails repeat, dates parse."""
+        for header in self.sheet.headers:
+            if header in self.taken or header in self.reserved:
+                continue
+            values = [v.strip() for v in self.values(header) if v.strip()][:_LOOKUP_SAMPLE]
+            if not values:
+                continue
+            if (
+                target == "owner_email"
+                and _mostly(normalise_email, values)
+                and len(set(values)) <= len(values) / 2
+            ):
+                self.notes.append(f"'{header}' holds emails that repeat (a few people's): taken as the owner")
+                return header
+            if target == "activity_datetime" and _dates(values):
+                self.notes.append(f"'{header}' holds dates: taken as the activity date")
+                return header
+        return None
+
     def values(self, header: str) -> list[str]:
         return self.sheet.frame[header].tolist() if header in self.sheet.headers else []
 
     def dated(self, header: str, *, with_time: bool) -> tuple[str, str]:
         """`, format: "..."` (or nothing) for a date column, and a comment."""
+        hint = format_hint(header)
+        values = [value.strip() for value in self.values(header) if value.strip()]
+        if hint is not None and sum(_fits(v, hint[1]) or _is_iso(v) for v in values) >= 0.8 * len(values):
+            return f", format: {_q(hint[1])}", f"format {hint[0]}, as the header says"
         fmt, notes = guess_format(self.values(header), with_time=with_time)
         self.notes.extend(f"'{header}': {note}" for note in notes)
         part = f", format: {_q(fmt)}" if fmt else ""
@@ -227,6 +309,8 @@ class _Writer:
 def starter_mapping(sheet: Sheet, event: int | str, activity: ActivityMeta | None = None) -> Starter:
     """A commented mapping for `sheet`; with `activity` (online), custom fields matched by display name."""
     writer = _Writer(sheet)
+    if activity is not None:
+        writer.reserved = set(match_fields(sheet.headers, list(activity.fields.values())).values())
     lines = writer.lines
     lines += [
         f"# Starter mapping for {_comment(sheet.path.name)}"
@@ -243,7 +327,9 @@ def starter_mapping(sheet: Sheet, event: int | str, activity: ActivityMeta | Non
     if note is not None:
         writer.taken.add(note)
         lines.append(f'note: {{column: {_q(note)}}}  # or {{template: "text with {{Column}} values"}}')
-    when = guess_column(sheet.headers, "activity_datetime", writer.taken)
+    when = guess_column(sheet.headers, "activity_datetime", writer.taken) or writer.by_values(
+        "activity_datetime"
+    )
     if when is not None:
         writer.taken.add(when)
         fmt, comment = writer.dated(when, with_time=True)
@@ -267,7 +353,7 @@ _LOOKUP_SAMPLE = 200
 def _opportunity_line(writer: _Writer) -> str:
     """A column of opportunity ids when a header looks like one, else a look-up by email or phone."""
     if guess_column(writer.sheet.headers, "opportunity_id", writer.taken) is None:
-        found = _lookup_column(writer)
+        found = guess_lookup(writer.sheet, writer.taken)
         if found is not None:
             header, lead_field = found
             writer.taken.add(header)
@@ -283,16 +369,27 @@ def _opportunity_line(writer: _Writer) -> str:
     return f"opportunity_id: {{column: {_q(writer.column('opportunity_id', 'an opportunity id'))}}}"
 
 
-def _lookup_column(writer: _Writer) -> tuple[str, str] | None:
-    """(header, lead field) of the first column of emails, else of phone numbers, not an owner's."""
-    free = [h for h in writer.sheet.headers if h not in writer.taken and not ({"owner", "user"} & _words(h))]
+def guess_lookup(sheet: Sheet, taken: set[str]) -> tuple[str, str] | None:
+    """(header, lead field) of the first free column of emails, else of phone numbers, not an owner's."""
+    free = [h for h in sheet.headers if h not in taken and not (set(_STAFF) & _words(h))]
     for lead_field, reads in (("EmailAddress", normalise_email), ("Mobile", normalise_phone)):
         for header in free:
-            values = [v.strip() for v in writer.values(header) if v.strip()][:_LOOKUP_SAMPLE]
+            values = [v.strip() for v in sheet.frame[header].tolist() if v.strip()][:_LOOKUP_SAMPLE]
             if values and sum(_reads(reads, v) for v in values) >= _LOOKUP_SHARE * len(values):
                 named_phone = "phone" in _key(header) and "mobile" not in _key(header)
                 return header, "Phone" if lead_field == "Mobile" and named_phone else lead_field
     return None
+
+
+def _dates(values: list[str]) -> bool:
+    """Most values are dates: ISO, or of the one format most of them fit."""
+    fmt = guess_format(values, with_time=True)[0]
+    dated = sum(_is_iso(v) or (fmt is not None and _fits(v, fmt)) for v in values)
+    return not all(v.isdigit() for v in values) and dated >= _LOOKUP_SHARE * len(values)
+
+
+def _mostly(convert: Callable[[str], str], values: list[str]) -> bool:
+    return sum(_reads(convert, v) for v in values) >= _LOOKUP_SHARE * len(values)
 
 
 def _reads(convert: Callable[[str], str], value: str) -> bool:

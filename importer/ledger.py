@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import socket
 import sqlite3
 import threading
@@ -245,7 +246,14 @@ class SqliteLedger:
     ) -> SqliteLedger:
         """Open (or create) the ledger at `path` for the account (host, org); register this run."""
         path = Path(path)
-        created = not path.exists() or path.stat().st_size == 0
+        created = not path.exists()
+        if not created and path.is_file() and path.stat().st_size == 0:
+            # a truncated ledger taken as new would post every row of its account again
+            raise LedgerError(
+                f"{path}: the ledger is empty (0 bytes), so it no longer knows which rows were sent. "
+                "Restore it from a backup and run again; only if no import was ever made to this "
+                "account from this machine, delete the file to start a new ledger"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -544,10 +552,14 @@ class SqliteLedger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # after a full disk or an I/O error SQLite has rolled back already; a ROLLBACK then
+            # fails ("no transaction is active") and would hide the error the user must see
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
 
 _MINE = (Claim.SEND, Claim.CHECK)
@@ -579,10 +591,17 @@ def _claim_of(state: RowState, run: str | None, alive: set[str], *, resend: bool
     return Claim.SEND
 
 
+def _file_size_limited() -> bool:
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
+
+
 def _trouble(path: Path, exc: BaseException) -> LedgerError:
     text = str(exc).lower()
     if "full" in text or getattr(exc, "errno", None) == 28:
         advice = "the disk is full: free some space and run again"
+    elif getattr(exc, "sqlite_errorname", None) == "SQLITE_IOERR_WRITE" and _file_size_limited():
+        # write() gave EFBIG, which SQLite reports as a mere "disk I/O error"
+        advice = "the file reached this process's file size limit (ulimit -f): raise the limit and run again"
     elif "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
         advice = (
             "the file or its folder is read-only: make it writable (or pass --journal PATH) and run again"

@@ -37,7 +37,7 @@ import python_calamine as calamine
 from importer.errors import InputFileError
 from importer.gcpause import gc_paused
 from importer.records import Sheet
-from importer.workbook_zip import check_unpacked_size, unknown_cells
+from importer.workbook_zip import check_unpacked_size, scan_sheet
 
 WORKBOOK_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
 TEXT_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
@@ -132,6 +132,7 @@ def _read_text(path: Path) -> _Grid:
             raise InputFileError(path, "the file is empty")
         raise InputFileError(path, f"no header row in the first {_SAMPLE_CHARS} characters")
     header = records[header_at]
+    _refuse_title_row(path, header, records[header_at + 1 : header_at + 11], header_at + 1)
     frame = _parse_csv(path, encoding, delimiter, skip=header_at, width=len(header), errors=errors)
     grid = _Grid(header, frame.iloc[1:], first_row=header_at + 2, notes=notes)
     if errors == "replace":
@@ -345,12 +346,14 @@ def _read_workbook(path: Path, wanted: str | None) -> _Grid:
     """Read one sheet with python-calamine and turn every cell into the text Excel shows."""
     check_unpacked_size(path)
     with gc_paused():
-        name, notes, cells, merged, unknown = _sheet_cells(path, wanted)
+        name, notes, cells, merged, unknown, hidden = _sheet_cells(path, wanted)
         rows = [[value if type(value) is str else _cell_text(value) for value in row] for row in cells]
     header_at = _first_filled(rows)
     if header_at is None:
-        raise InputFileError(path, f"the sheet {name!r} is empty")
+        raise InputFileError(path, f"the sheet {name!r} is empty{_data_elsewhere(path, name)}")
     notes += _fill_merged_down(rows, merged, header_at)
+    notes += _hidden_note([row for row in hidden if header_at + 1 < row <= len(rows) and any(rows[row - 1])])
+    _refuse_title_row(path, rows[header_at], rows[header_at + 1 : header_at + 11], header_at + 1)
     body = pd.DataFrame(rows[header_at + 1 :], columns=range(len(rows[0])), dtype=str)
     grid = _Grid(rows[header_at], body, first_row=header_at + 2, sheet_name=name, notes=notes)
     for (row, column), problem in unknown.items():
@@ -359,18 +362,93 @@ def _read_workbook(path: Path, wanted: str | None) -> _Grid:
     return grid
 
 
+def _refuse_title_row(path: Path, header: list[str], below: list[list[str]], row: int) -> None:
+    """A title ("Visits, December") above the real header: say which row the header seems to be.
+
+    Taken as the header, a title leaves the columns under it nameless (or too few for the rows),
+    which the user would read as a riddle.
+    """
+    filled = [cell.strip() for cell in header if cell.strip()]
+    if len(filled) > 2:
+        return
+    for offset, cells in enumerate(below, start=1):
+        named = [cell.strip() for cell in cells if cell.strip()]
+        if len(named) >= len(filled) + 2:
+            shown = ", ".join(repr(name) for name in named[:6]) + (", ..." if len(named) > 6 else "")
+            raise InputFileError(
+                path,
+                f"row {row} ({filled[0]!r}) looks like a title above the header, which seems to be row "
+                f"{row + offset} ({shown}): delete the rows above the header, save, and try again",
+            )
+
+
+def _hidden_note(hidden: list[int]) -> list[str]:
+    """Rows Excel hides (by hand or by a filter) are imported: a person looking at it would not
+    see them, so say how many and which."""
+    if not hidden:
+        return []
+    shown = ", ".join(map(str, hidden[:10])) + (", ..." if len(hidden) > 10 else "")
+    rows = "1 row is" if len(hidden) == 1 else f"{len(hidden)} rows are"
+    return [
+        f"{rows} hidden or filtered out in Excel (row {shown}) and imported all the same: "
+        "delete them from the sheet if they should not be"
+    ]
+
+
+def sheet_headers(path: Path) -> dict[str, list[str]]:
+    """Each sheet's first non-blank row, to say where the data is when the chosen sheet lacks it."""
+    found: dict[str, list[str]] = {}
+    try:
+        with calamine.CalamineWorkbook.from_path(path) as book:
+            for name in book.sheet_names:
+                for row in book.get_sheet_by_name(name).iter_rows():
+                    cells = [
+                        _cell_text(value).strip() if type(value) is not str else value.strip()
+                        for value in row
+                    ]
+                    if any(cells):
+                        found[name] = [cell for cell in cells if cell]
+                        break
+    except (calamine.CalamineError, OSError, ValueError):
+        return {}
+    return found
+
+
+def sheet_holding(path: Path, columns: list[str], current: str | None) -> str | None:
+    """A hint naming the other sheet whose header holds `columns`, when the one read lacks them."""
+    if current is None or not columns:
+        return None
+    for name, headers in sheet_headers(path).items():
+        if name != current and set(columns) <= set(headers):
+            return f"the sheet {name!r} has these columns: add --sheet {_shell_word(name)}"
+    return None
+
+
+def _data_elsewhere(path: Path, name: str) -> str:
+    others = [other for other, headers in sheet_headers(path).items() if other != name and headers]
+    if not others:
+        return ""
+    return f"; the data may be on the sheet {others[0]!r}: add --sheet {_shell_word(others[0])}"
+
+
+def _shell_word(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]+", text) else "'" + text.replace("'", "'\\''") + "'"
+
+
 def _sheet_cells(
     path: Path, wanted: str | None
-) -> tuple[str, list[str], list[list[Any]], list[Any], dict[tuple[int, int], str]]:
+) -> tuple[str, list[str], list[list[Any]], list[Any], dict[tuple[int, int], str], list[int]]:
     """The sheet's name, notes about the choice, its cells from A1 (so indexes are positions),
-    its merged ranges, and its cells of unknown value (scanned meanwhile, on another core)."""
+    its merged ranges, its cells of unknown value and its hidden rows (both scanned meanwhile,
+    on another core)."""
     try:
         with calamine.CalamineWorkbook.from_path(path) as book, ThreadPoolExecutor(1) as pool:
             name, notes = _pick_sheet(path, book, wanted)
-            unknown = pool.submit(unknown_cells, path, name)
+            scanned = pool.submit(scan_sheet, path, name)
             sheet = book.get_sheet_by_name(name)
             cells = sheet.to_python(skip_empty_area=False)
-            return name, notes, cells, sheet.merged_cell_ranges or [], unknown.result()
+            scan = scanned.result()
+            return name, notes, cells, sheet.merged_cell_ranges or [], scan.unknown, scan.hidden
     except calamine.PasswordError:
         raise InputFileError(path, _ENCRYPTED_PROBLEM) from None
     except (calamine.CalamineError, OSError, ValueError) as exc:

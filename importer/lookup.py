@@ -22,7 +22,7 @@ created in LeadSquared since is found the next night). `--refresh-metadata` igno
 from __future__ import annotations
 
 import copy
-import json
+
 import logging
 import re
 import time
@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from importer.atomic import write_json_atomically
-from importer.errors import OutputError
+from importer._cache import read_entries, write_entries
 from importer.mapping import LookupSpec, Mapping
 from importer.planner import plan_batches
 from importer.records import PlannedRow, RowError, Stage
@@ -165,27 +164,18 @@ class LookupCache:
         now = self._clock()
         longest = max(self._ttl.values())
         entries = {key: e for key, e in self._load().items() if now - e.get("at", 0) < longest}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(
-                self.path, {"version": _CACHE_VERSION, "entries": entries}, "the look-up cache", indent=None
-            )
+        if write_entries(
+            self.path,
+            _CACHE_VERSION,
+            entries,
+            "the look-up cache",
+            "cannot keep the look-ups (%s); they are made again next run",
+        ):
             self._dirty = False
-        except (OSError, OutputError) as exc:
-            log.warning("cannot keep the look-ups (%s); they are made again next run", exc)
 
     def _load(self) -> dict[str, Any]:
         if self._entries is None:
-            self._entries = {}
-            if self.path is not None and self.path.is_file():
-                try:
-                    stored = json.loads(self.path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    stored = None  # a damaged cache is only a missed shortcut
-                if isinstance(stored, dict) and stored.get("version") == _CACHE_VERSION:
-                    self._entries = {
-                        k: v for k, v in (stored.get("entries") or {}).items() if isinstance(v, dict)
-                    }
+            self._entries = read_entries(self.path, _CACHE_VERSION)
         return self._entries
 
 

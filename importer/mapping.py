@@ -7,6 +7,7 @@ and the key, before any row is read or sent.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +25,14 @@ from pydantic import (
     model_validator,
 )
 
+from importer import datetimes
 from importer.errors import MappingError
 
 FieldType = Literal["text", "number", "date", "datetime", "boolean"]
 SchemaName = Annotated[str, Field(pattern=r"^mx_Custom_([1-9]|[1-4][0-9]|50)$")]
 Scalar = str | int | float | bool
 
+CHOOSE = "CHOOSE A COLUMN"  # init-mapping's column for a target no header looked like
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _MAX_MAPPING_BYTES = 1_000_000  # a mapping is a page of YAML; anything larger is a mistake
 
@@ -156,12 +159,28 @@ def _check_timezone(name: str | None) -> str | None:
 
 
 def _check_format(fmt: str | None) -> str | None:
-    if fmt is not None and "%" not in fmt:
-        raise ValueError(f"format {fmt!r} has no strptime directive (like '%d/%m/%Y')")
+    if fmt is not None:
+        if not fmt.strip():
+            raise ValueError(f"format must be a date form like {datetimes.HUMAN_EXAMPLES}, not blank")
+        datetimes.strptime_format(fmt)  # raises ValueError naming the part that is not a date form
     return fmt
 
 
-class DateTimeSource(_Source):
+class _Dated:
+    """A source whose `format` is a human form (DD/MM/YYYY) or a strptime one (%d/%m/%Y)."""
+
+    def strptime_format(self) -> str | None:
+        """The format as strptime reads it."""
+        form: str | None = getattr(self, "format", None)
+        return None if form is None else datetimes.strptime_format(form)
+
+    def shown_format(self) -> str | None:
+        """The format as a person reads it in a message: as written, or %d/%m/%Y as DD/MM/YYYY."""
+        form: str | None = getattr(self, "format", None)
+        return None if form is None else datetimes.human_format(form)
+
+
+class DateTimeSource(_Source, _Dated):
     format: str | None = None
     timezone: str | None = None
 
@@ -169,7 +188,7 @@ class DateTimeSource(_Source):
     _fmt = field_validator("format")(_check_format)
 
 
-class FieldSource(_Source):
+class FieldSource(_Source, _Dated):
     type: FieldType = "text"
     format: str | None = None
     timezone: str | None = None
@@ -248,10 +267,91 @@ def load_mapping(path: str | Path) -> Mapping:
         raise MappingError(path, "the mapping is empty; see mappings/example.yaml for every key")
     if not isinstance(data, dict):
         raise MappingError(path, f"expected a YAML mapping of keys, got {type(data).__name__}")
+    data = _plain_forms(data, path)
     try:
         return Mapping.model_validate(data)
     except ValidationError as exc:
         raise MappingError(path, _describe(exc)) from None
+
+
+_SOURCES = ("activity_event", "opportunity_id", "owner_email", "note", "activity_datetime")
+_SCHEMA_NAME = re.compile(r"^mx_custom_([1-9]|[1-4][0-9]|50)$", re.IGNORECASE)
+
+
+def _plain_forms(data: dict[Any, Any], path: Path) -> dict[Any, Any]:
+    """The shorthand a person writes, read when it can mean one thing only, else explained.
+
+    `activity_event: 201` can only be the code: it is read as `{value: 201}`. `owner_email:
+    "Owner Email"` could be a header or a constant, so the message shows both ways to write it;
+    so do keys written the other way round (`PAN: {column: mx_Custom_1}`).
+    """
+    data = dict(data)
+    event = data.get("activity_event")
+    if isinstance(event, int) and not isinstance(event, bool):
+        data["activity_event"] = {"value": event}
+    problems = [_shorthand(key, data[key]) for key in _SOURCES if key in data and _is_scalar(data[key])]
+    problems += _swapped_top(data)
+    fields = data.get("fields")
+    if isinstance(fields, dict):
+        problems += [
+            _shorthand(f"fields.{name}", value) for name, value in fields.items() if _is_scalar(value)
+        ]
+        problems += _swapped_fields(fields)
+    if problems:
+        raise MappingError(path, "; ".join(problems))
+    return data
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _shorthand(key: str, value: Scalar | None) -> str:
+    if value is None or value == "":
+        return f"'{key}' is empty: say where its value comes from, e.g. {key}: {{column: \"Header\"}}"
+    shown = json.dumps(value, ensure_ascii=False)
+    leaf = key.removeprefix("fields.")
+    if key == "activity_event":
+        return (
+            f"'activity_event: {value}' can be read two ways: write activity_event: {{name: {shown}}} "
+            f"for the activity type of that name, or activity_event: {{column: {shown}}} for a column of "
+            "event codes"
+        )
+    return (
+        f"'{key}: {value}' can be read two ways: write {leaf}: {{column: {shown}}} if it is a header of "
+        f"the sheet, or {leaf}: {{value: {shown}}} for the same value on every row"
+    )
+
+
+def _swapped_top(data: dict[Any, Any]) -> list[str]:
+    """`"Owner Email": {column: owner_email}`: a header as the key, the mapping's key as the column."""
+    problems = []
+    for key, value in data.items():
+        column = value.get("column") if isinstance(value, dict) else None
+        if key not in Mapping.model_fields and isinstance(column, str) and column.strip() in _SOURCES:
+            problems.append(
+                f"'{key}: {{column: {column}}}' has its two names swapped: the key is the part of the "
+                f"activity, the column the header; write {column.strip()}: {{column: {json.dumps(str(key))}}}"
+            )
+    return problems
+
+
+def _swapped_fields(fields: dict[Any, Any]) -> list[str]:
+    """`PAN: {column: mx_Custom_1}` under fields: the header as the key, the schema name as the column."""
+    problems = []
+    for key, value in fields.items():
+        column = value.get("column") if isinstance(value, dict) else None
+        if (
+            not _SCHEMA_NAME.match(str(key))
+            and isinstance(column, str)
+            and _SCHEMA_NAME.match(column.strip())
+        ):
+            name = f"mx_Custom_{_SCHEMA_NAME.match(column.strip()).group(1)}"  # type: ignore[union-attr]
+            problems.append(
+                f"'fields.{key}: {{column: {column}}}' has its two names swapped: the key is the field's "
+                f"schema name, the column the header; write {name}: {{column: {json.dumps(str(key))}}}"
+            )
+    return problems
 
 
 def _read_yaml(path: Path) -> Any:
@@ -296,11 +396,32 @@ def _describe(exc: ValidationError) -> str:
         elif error["type"] == "string_pattern_mismatch" and loc[:1] == ["fields"]:
             lines.append(
                 f"'{'.'.join(loc[:2])}': custom activity fields are named mx_Custom_1 to mx_Custom_50"
+                + _schema_case(loc[1])
+            )
+        elif error["type"] == "dict_type" and loc == ["fields"]:
+            lines.append(
+                "'fields': expected one line per field under it, like  mx_Custom_1: {column: \"PAN\"}, "
+                f"not {_kind(error.get('input'))}"
+            )
+        elif error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+            lines.append(
+                f"'{'.'.join(loc)}': expected keys in braces, like {{column: \"Header\"}} or "
+                f"{{value: 201}}, not {_kind(error.get('input'))}"
             )
         else:
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"'{'.'.join(loc)}': {message}" if loc else message)
     return "; ".join(dict.fromkeys(lines))
+
+
+def _schema_case(name: str) -> str:
+    """Did you mean, for a schema name in the wrong case (`mx_custom_1`)."""
+    match = _SCHEMA_NAME.match(name)
+    return f"; did you mean 'mx_Custom_{match.group(1)}'? (letter case matters)" if match else ""
+
+
+def _kind(value: object) -> str:
+    return "a list" if isinstance(value, list) else f"{type(value).__name__} {value!r}"
 
 
 _KNOWN_KEYS = {

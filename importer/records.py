@@ -30,6 +30,10 @@ class RowError:
     column: str | None = None
 
 
+# What lsq-import adds to a message, never LeadSquared's own words (the workbook keeps those apart).
+EARLIER_FAILURE = " (it failed in an earlier run too, on {day})"
+
+
 @dataclass
 class Sheet:
     """A spreadsheet read as text: every cell is the string the user sees ('' when empty).

@@ -67,17 +67,26 @@ class Reply:
 def read_reply(status: int, body: str, count: int, headers: dict[str, str] | None = None) -> Reply:
     """Read one bulk-add reply for a call of `count` activities."""
     data = json_or_none(body)
-    limit = limit_of(data, body)
-    if limit is not None or status == 429 or _is_rate_error(data):
-        return Reply(
-            ReplyKind.THROTTLED,
-            message=error_text(data) or f"HTTP {status}: over the rate limit",
-            retry_after=retry_after(headers or {}),
-            limit=limit,
-        )
+    throttled = throttle_of(status, body, headers)
+    if throttled is not None:
+        return throttled
     if status == 200:
         return _read_success(data, count)
     return _read_failure(status, data, body, count)
+
+
+def throttle_of(status: int, body: str, headers: dict[str, str] | None = None) -> Reply | None:
+    """A THROTTLED reply when the answer says the call was over the limit (any status), else None."""
+    data = json_or_none(body)
+    limit = limit_of(data, body)
+    if limit is None and status != 429 and not _is_rate_error(data):
+        return None
+    return Reply(
+        ReplyKind.THROTTLED,
+        message=error_text(data) or f"HTTP {status}: over the rate limit",
+        retry_after=retry_after(headers or {}),
+        limit=limit,
+    )
 
 
 def _read_failure(status: int, data: Any, body: str, count: int) -> Reply:

@@ -1,8 +1,13 @@
 """The error workbook: every failed input row with its errors, ready to fix in Excel and re-import.
 
 Sheet `Errors` comes first, so the importer reads it back. It has `Source Row`, `Error Stage` and
-`Error`, then the original columns with the original text. A cell an error names is filled light
-red and carries the message as a comment. Sheet `Summary` counts rows per stage and per message.
+`Error`, then the original columns with the original text, then (when LeadSquared refused rows)
+`LeadSquared's message` with its own words. `Error` is plain: fields are named by their display
+name with the schema name in brackets (`PAN (mx_Custom_1)`), and no exception type or strptime
+code shows. A cell an error names is filled light red and carries the message as a comment, which
+sits beside its cell. Sheet `Summary` gives the totals, how to fix and re-upload, and the rows per
+stage and per column and problem (a problem is counted once, whatever the values). Both sheets print
+landscape, fitted to the page's width.
 
 It is written with openpyxl in write-only mode, and each text is stored as faithfully as a cell
 allows, so a user can fix cells in Excel and feed the workbook straight back:
@@ -21,9 +26,14 @@ allows, so a user can fix cells in Excel and feed the workbook straight back:
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import shutil
+import tempfile
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -33,22 +43,36 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import Cell as ExcelCell
 from openpyxl.comments import Comment
-from openpyxl.styles import Font, PatternFill
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.page import PageMargins
+from openpyxl.worksheet.properties import PageSetupProperties
 
 from importer.atomic import create_temp_file, reason, write_atomically
+from importer.datetimes import human_format
 from importer.errors import OutputError
-from importer.records import RowError, Sheet, Stage
+from importer.records import EARLIER_FAILURE, RowError, Sheet, Stage
+from importer.replies import NONE_CREATED
 
 ERRORS_SHEET = "Errors"
 SUMMARY_SHEET = "Summary"
 LEAD_HEADERS = ("Source Row", "Error Stage", "Error")
 SOURCE_FILE_HEADER = "Source File"  # last column: the original file of a row (re-fed workbooks keep it)
+LSQ_HEADER = "LeadSquared's message"  # LeadSquared's own words for a row it refused
+PROBLEM_HEADERS = ("Column", "Rows", "Problem", "Example", "Error Stage")  # the Summary's last table
 COMMENT_AUTHOR = "lsq-import"
+COMMENT_COLUMNS, COMMENT_ROWS = 2, 2  # a comment box's size in cells, beside its cell
+PAPER_A4 = "9"  # OOXML paper size code
 
 MAX_CELL_CHARS = 32_767  # Excel's limit, in UTF-16 code units
 MAX_SHEET_ROWS = 1_048_576
-MAX_COLUMN_WIDTH = 60
+MAX_COLUMN_WIDTH = 24  # an original column; longer text wraps (narrow, so a row fits a landscape page)
+ERROR_COLUMN_WIDTH = 50
+LSQ_COLUMN_WIDTH = 35
+SUMMARY_PROBLEM_WIDTH = 60
+SUMMARY_LABEL_WIDTH = 45
+LINE_HEIGHT = 15.0  # points per line of 11-point text
+MAX_ROW_HEIGHT = 409.0  # Excel's limit
 MAX_SUMMARY_MESSAGES = 1000
 MIN_COLUMN_WIDTH = 8
 REPLACEMENT = "\ufffd"
@@ -65,30 +89,53 @@ _NEEDS_ESCAPE = re.compile("_(?=x[0-9A-Fa-f]{4}_)|[\x00-\x08\x0b-\x1f]")
 Cell = tuple[str | int, int]  # (value, style)
 
 
+@dataclass(frozen=True)
+class Totals:
+    """The counts of the run the workbook reports, for its Summary."""
+
+    rows_total: int
+    posted: int = 0
+    skipped: int = 0  # already in LeadSquared: not sent again
+    sent: bool = True  # False for `validate`, which sends nothing
+
+
 def write_error_workbook(
     path: str | Path,
     sheet: Sheet,
     errors: Iterable[RowError],
     origins: Mapping[int, tuple[str, int]] | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    totals: Totals | None = None,
 ) -> Path:
     """Write the failed rows of `sheet` to an .xlsx at `path`, atomically; return the path.
 
     With `origins` (source row -> original file name and row), `Source Row` is the row of the
     original file and a last column `Source File` names it, so a re-fed workbook keeps both.
+    `labels` names the field of each column in messages (`PAN (mx_Custom_1)`; default: the
+    column's own name); `totals` gives the Summary the rows posted and skipped.
     """
     target = Path(path)
+    words = _Wording(labels or {})
     by_row = _group_by_row(errors)
     columns = _original_columns(sheet.headers)
-    rows = _failed_rows(sheet, by_row, columns)
+    rows = _failed_rows(sheet, by_row, columns, words)
     if len(rows) + 1 > MAX_SHEET_ROWS:
         raise OutputError(f"{target}: {len(rows):,} failed rows do not fit in one Excel sheet")
     header = [*LEAD_HEADERS, *(_excel_text(sheet.headers[i])[0] for i in columns)]
-    if origins is not None:
-        header.append(SOURCE_FILE_HEADER)
-        for row in rows:
+    has_lsq = any(row.lsq for row in rows)
+    tail = ([LSQ_HEADER] if has_lsq else []) + ([SOURCE_FILE_HEADER] if origins is not None else [])
+    header += tail
+    for row in rows:
+        if has_lsq:
+            row.values.append(row.lsq)
+        if origins is not None:
             file, row.source_row = origins.get(row.source_row, ("", row.source_row))
             row.values.append(_excel_text(file)[0])
-    sheets = [_errors_sheet(header, rows), _summary_sheet(sheet, rows, by_row)]
+    sheets = [
+        _errors_sheet(header, rows),
+        _summary_sheet(sheet, rows, by_row, words=words, totals=totals, workbook_name=target.name),
+    ]
     write_atomically(target, lambda file: _write_workbook(file, sheets), "the error workbook")
     return target
 
@@ -121,6 +168,7 @@ class _FailedRow:
     error: str
     values: list[str]
     comments: dict[int, str] = field(default_factory=dict)  # index into values -> comment text
+    lsq: str = ""  # LeadSquared's own words, for a row it refused
 
 
 def _group_by_row(errors: Iterable[RowError]) -> dict[int, list[RowError]]:
@@ -138,19 +186,21 @@ def _original_columns(headers: Sequence[str]) -> list[int]:
     replaced by fresh ones rather than repeated with stale text.
     """
     if set(LEAD_HEADERS) <= set(headers):
-        ours = {*LEAD_HEADERS, SOURCE_FILE_HEADER}
+        ours = {*LEAD_HEADERS, LSQ_HEADER, SOURCE_FILE_HEADER}
         return [i for i, header in enumerate(headers) if header not in ours]
     return list(range(len(headers)))
 
 
-def _failed_rows(sheet: Sheet, by_row: dict[int, list[RowError]], columns: list[int]) -> list[_FailedRow]:
+def _failed_rows(
+    sheet: Sheet, by_row: dict[int, list[RowError]], columns: list[int], words: _Wording
+) -> list[_FailedRow]:
     names = [sheet.headers[i] for i in columns]
     position: dict[str, int] = {}  # header -> index into the copied values; the first one wins
     for n, name in enumerate(names):
         position.setdefault(name, n)
     originals = _original_values(sheet, list(by_row), columns)
     return [
-        _failed_row(row, errors, values, names, position)
+        _failed_row(row, errors, values, names, position, words=words)
         for (row, errors), values in zip(by_row.items(), originals, strict=True)
     ]
 
@@ -170,18 +220,26 @@ def _failed_row(
     raw: list[object],
     names: list[str],
     position: dict[str, int],
+    *,
+    words: _Wording,
 ) -> _FailedRow:
     values, notes = _stored_values(raw, names)
     comments: dict[int, list[str]] = defaultdict(list)
     for error in errors:
         if error.column in position:
-            comments[position[error.column]].append(_excel_text(error.message)[0])
+            comments[position[error.column]].append(_excel_text(words.plain(error))[0])
+    said = [
+        theirs
+        for error in errors
+        if error.stage is Stage.API and (theirs := _EARLIER.sub("", error.message)) != NONE_CREATED
+    ]
     return _FailedRow(
         source_row=source_row,
         stage=Stage(errors[0].stage).value,
-        error=_excel_text("; ".join([*map(_describe, errors), *notes]))[0],
+        error=_excel_text("; ".join([*map(words.describe, errors), *notes]))[0],
         values=values,
         comments={i: "\n".join(messages) for i, messages in comments.items()},
+        lsq=_excel_text("; ".join(dict.fromkeys(said)))[0],
     )
 
 
@@ -199,8 +257,86 @@ def _stored_values(raw: list[object], names: list[str]) -> tuple[list[str], list
     return stored, notes
 
 
-def _describe(error: RowError) -> str:
-    return f"{error.column}: {error.message}" if error.column else error.message
+class _Wording:
+    """Messages as a person reads them: fields by display name, no exception types or strptime codes.
+
+    Each distinct message is worded once: a large run repeats a few messages many times.
+    """
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.labels = labels
+        by_schema = {m.group(1): label for label in labels.values() if (m := _LABELLED.search(label))}
+        self._schema = by_schema
+        self._plain: dict[tuple[str, bool], str] = {}
+
+    def label(self, error: RowError) -> str:
+        """The field or column an error is about ('' for the whole row)."""
+        return self.labels.get(error.column, error.column) if error.column else ""
+
+    def describe(self, error: RowError) -> str:
+        """The row's Error text for one error: 'PAN (mx_Custom_1): is empty, but a value is required'."""
+        label = self.label(error)
+        return f"{label}: {self.plain(error)}" if label else self.plain(error)
+
+    def plain(self, error: RowError) -> str:
+        key = (error.message, error.stage is Stage.API)
+        worded = self._plain.get(key)
+        if worded is None:
+            worded = self._plain[key] = self._word(*key)
+        return worded
+
+    def _word(self, message: str, from_lsq: bool) -> str:
+        text = _EXCEPTION_TYPE.sub("", message)
+        if from_lsq:
+            for pattern, wording in _LSQ_WORDINGS:
+                match = pattern.search(text)
+                if match:
+                    worded = wording.format(*match.groups())
+                    return _BARE_SCHEMA.sub(lambda m: self._schema_label(m.group(1)), worded)
+        text = _QUOTED_FORMAT.sub(lambda m: f"'{human_format(m.group(1))}'", text)
+        text = _API_NAME.sub(lambda m: _API_NAMES[m.group(1)], text)
+        text = _BARE_SCHEMA.sub(lambda m: self._schema_label(m.group(1)), text)
+        return f"LeadSquared refused the row: {text}" if from_lsq else text
+
+    def _schema_label(self, schema_name: str) -> str:
+        return self._schema.get(schema_name, f"field {schema_name}")
+
+
+_EARLIER = re.compile(re.escape(EARLIER_FAILURE).replace(re.escape("{day}"), r"[\d-]+") + "$")
+_LABELLED = re.compile(r"\((mx_Custom_\d+)\)$")
+_EXCEPTION_TYPE = re.compile(r"\b(MX|System\.)?\w*Exception:\s*")
+_QUOTED_FORMAT = re.compile(r"'([^']*%[a-zA-Z][^']*)'")
+_BARE_SCHEMA = re.compile(r"(?<!\()\b(mx_Custom_\d+)\b(?! \()")
+_API_NAMES = {
+    "ActivityOwnerEmail": "the owner email",
+    "ActivityDateTime": "the activity date",
+    "ActivityNote": "the note",
+    "ActivityEvent": "the activity type",
+}
+_API_NAME = re.compile(r"\b(" + "|".join(_API_NAMES) + r")\b")
+# LeadSquared's messages as docs/leadsquared-api.md and the sandbox know them, put in words.
+_LSQ_WORDINGS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"Opportunity '?([^' ]+)'? does not exist"),
+        "LeadSquared has no opportunity '{0}' that these keys can see: check the opportunity id",
+    ),
+    (
+        re.compile(r"ActivityOwnerEmail '?([^' ]+)'? is not a user"),
+        "'{0}' is not a user of this LeadSquared account: use the email of an active user",
+    ),
+    (
+        re.compile(r"Invalid value '(.*)' for (mx_Custom_\d+) \((\w+)\)"),
+        "LeadSquared does not take '{0}' as a {2} value",
+    ),
+    (
+        re.compile(r"Field '?(mx_Custom_\d+)'? does not exist on activity type (\d+)"),
+        "activity type {1} has no {0}: check the mapping",
+    ),
+    (
+        re.compile(r"Lead not found|Invalid lead", re.IGNORECASE),
+        "the opportunity's lead is no longer in LeadSquared (deleted or merged)",
+    ),
+]
 
 
 def _as_text(value: object) -> str:
@@ -228,29 +364,89 @@ def _excel_text(text: str) -> tuple[str, list[str]]:
 
 
 def _summary_rows(
-    sheet: Sheet, rows: list[_FailedRow], by_row: dict[int, list[RowError]]
+    sheet: Sheet,
+    rows: list[_FailedRow],
+    by_row: dict[int, list[RowError]],
+    *,
+    words: _Wording,
+    totals: Totals | None,
+    workbook_name: str,
 ) -> Iterator[list[Cell]]:
-    """Rows per stage, then rows per distinct message, most frequent first."""
-    per_stage = Counter(row.stage for row in rows)
-    per_message: Counter[tuple[str, str]] = Counter()
-    for errors in by_row.values():  # a message counts once per row
-        per_message.update({(_describe(e), Stage(e.stage).value): 1 for e in errors})
+    """The totals, how to fix and re-upload, rows per stage, then rows per column and problem."""
     source = f"{sheet.path}, sheet {sheet.sheet_name}" if sheet.sheet_name else str(sheet.path)
-    yield [("Input file", BOLD_TEXT), (_excel_text(source)[0], TEXT)]
+    yield [(_excel_text(f"Input file: {source}")[0], BOLD_TEXT)]
+    yield from _totals_rows(rows, totals)
     yield []
+    yield [("How to fix and re-upload", BOLD_TEXT)]
+    for line in _how_to_fix(workbook_name):
+        yield [(line, TEXT)]
+    yield []
+    per_stage = Counter(row.stage for row in rows)
     yield [("Error Stage", BOLD_TEXT), ("Rows", BOLD_TEXT)]
     for stage in Stage:
         yield [(stage.value, TEXT), (per_stage[stage.value], NUMBER)]
     yield [("Total", BOLD_TEXT), (len(rows), BOLD_NUMBER)]
     yield []
-    yield [("Error", BOLD_TEXT), ("Error Stage", BOLD_TEXT), ("Rows", BOLD_TEXT)]
-    common = per_message.most_common()
-    for (message, stage_name), count in common[:MAX_SUMMARY_MESSAGES]:
-        yield [(_excel_text(message)[0], TEXT), (stage_name, TEXT), (count, NUMBER)]
-    if rest := common[MAX_SUMMARY_MESSAGES:]:  # messages quote the bad value, so many are unique
-        others = f"... {len(rest):,} more distinct messages, each on fewer rows"
-        yield [(others, TEXT), ("", TEXT), (sum(count for _, count in rest), NUMBER)]
-    yield [("Total", BOLD_TEXT), ("", TEXT), (per_message.total(), BOLD_NUMBER)]
+    yield from _problem_rows(by_row, words)
+
+
+def _totals_rows(rows: list[_FailedRow], totals: Totals | None) -> Iterator[list[Cell]]:
+    if totals is not None:
+        yield [("Rows in the file", BOLD_TEXT), (totals.rows_total, NUMBER)]
+        posted = "Posted to LeadSquared" if totals.sent else "Posted (validate only: nothing is sent)"
+        yield [(posted, BOLD_TEXT), (totals.posted, NUMBER)]
+        yield [("Skipped: already in LeadSquared", BOLD_TEXT), (totals.skipped, NUMBER)]
+    yield [("Failed or not sent: the rows of this workbook", BOLD_TEXT), (len(rows), NUMBER)]
+
+
+def _how_to_fix(workbook_name: str) -> list[str]:
+    return [
+        "1. On the Errors sheet, read each row's Error and fix the cell shown in red "
+        "(its comment says what is wrong); a row marked 'not sent' or 'unknown' needs no change.",
+        "2. Save this workbook as it is: keep its sheets and extra columns, they are ignored on re-upload.",
+        f"3. Import it again with the same mapping (lsq-import run {workbook_name} --mapping ...): "
+        "rows already in LeadSquared are never posted twice.",
+    ]
+
+
+def _problem_rows(by_row: dict[int, list[RowError]], words: _Wording) -> Iterator[list[Cell]]:
+    """Rows per (column, problem, stage), most first: a problem is its message without the values."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    examples: dict[tuple[str, str, str], str] = {}
+    for errors in by_row.values():  # a problem counts once per row
+        seen = set()
+        for error in errors:
+            plain = words.plain(error)
+            key = (words.label(error), _problem(plain), Stage(error.stage).value)
+            if key not in seen:
+                seen.add(key)
+                counts[key] += 1
+                examples.setdefault(key, _example(plain))
+    yield [(name, BOLD_TEXT) for name in PROBLEM_HEADERS]
+    common = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    for (label, problem, stage), count in common[:MAX_SUMMARY_MESSAGES]:
+        example = examples[label, problem, stage]
+        yield [(_excel_text(label or "(the whole row)")[0], TEXT), (count, NUMBER),
+               (_excel_text(problem)[0], TEXT), (_excel_text(example)[0], TEXT), (stage, TEXT)]  # fmt: skip
+    if rest := common[MAX_SUMMARY_MESSAGES:]:
+        others = f"... {len(rest):,} more problems, each on fewer rows"
+        yield [("", TEXT), (sum(count for _, count in rest), NUMBER), (others, TEXT)]
+    yield [("Total", BOLD_TEXT), (counts.total(), BOLD_NUMBER)]
+
+
+_VALUE = re.compile(r"'[^']*'")
+_DAY = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+
+
+def _problem(message: str) -> str:
+    """The message without the values it quotes: one line in the Summary for all of them."""
+    return _DAY.sub("(date)", _VALUE.sub("'...'", message)).removesuffix(": '...'")
+
+
+def _example(message: str) -> str:
+    """The first value a message quotes ('' when it quotes none)."""
+    match = _VALUE.search(message)
+    return match.group()[1:-1] if match else ""
 
 
 def _errors_sheet(header: list[str], rows: list[_FailedRow]) -> _SheetPart:
@@ -281,16 +477,32 @@ def _errors_widths(header: list[str], rows: list[_FailedRow]) -> list[float]:
             *zip(*(row.values for row in rows), strict=True),
         ]
         longest = [max(itertools.chain([n], map(len, c))) for n, c in zip(longest, columns, strict=True)]
-    return [_width(n) for n in longest]
+    widths = [_width(n) for n in longest]
+    widths[2] = ERROR_COLUMN_WIDTH  # wide and wrapped: a message is read whole, never cut
+    if LSQ_HEADER in header:
+        widths[header.index(LSQ_HEADER)] = min(widths[header.index(LSQ_HEADER)], LSQ_COLUMN_WIDTH)
+    return widths
 
 
-def _summary_sheet(sheet: Sheet, rows: list[_FailedRow], by_row: dict[int, list[RowError]]) -> _SheetPart:
-    cells = list(_summary_rows(sheet, rows, by_row))
+def _summary_sheet(
+    sheet: Sheet,
+    rows: list[_FailedRow],
+    by_row: dict[int, list[RowError]],
+    *,
+    words: _Wording,
+    totals: Totals | None,
+    workbook_name: str,
+) -> _SheetPart:
+    cells = list(_summary_rows(sheet, rows, by_row, words=words, totals=totals, workbook_name=workbook_name))
     longest = [0] * max(map(len, cells))
     for line in cells:
+        if len(line) == 1:  # a heading or a line of the fixing steps: it may run over the next columns
+            continue
         for i, (value, _style) in enumerate(line):
             longest[i] = max(longest[i], len(str(value)))
     widths = [_width(n) for n in longest]
+    widths[0] = SUMMARY_LABEL_WIDTH
+    widths[2] = max(widths[2], SUMMARY_PROBLEM_WIDTH)
     return _SheetPart(SUMMARY_SHEET, iter(cells), len(cells), widths, [], frozen=False)
 
 
@@ -302,6 +514,7 @@ def _width(characters: int) -> float:
 # How the workbook is stored: openpyxl in write-only mode, every text cell forced to text.
 
 _BOLD = Font(bold=True)
+_WRAPPED = Alignment(wrap_text=True, vertical="top")
 _FLAG_FILL = PatternFill("solid", start_color="FFFFC7CE", end_color="FFFFC7CE")
 
 
@@ -327,18 +540,77 @@ def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
         worksheet = book.create_sheet(part.name)
         for column, width in enumerate(part.widths, start=1):
             worksheet.column_dimensions[get_column_letter(column)].width = width
+        _print_setup(worksheet, repeat_header=part.frozen)
         if part.frozen:
             worksheet.freeze_panes = "A2"
             worksheet.auto_filter.ref = part.ref
         comments = {(row, column): text for row, column, text in part.comments}
+        make = _Cells(worksheet)
         for line, cells in enumerate(part.rows, start=1):
+            height = _row_height(cells, part.widths)
+            if height > LINE_HEIGHT:  # Excel and LibreOffice keep the stored height: room for every line
+                worksheet.row_dimensions[line].height = height
             worksheet.append(
                 [
-                    _cell(worksheet, value, style, comments.get((line, column)))
+                    make(value, style, comments.get((line, column)), wrap=len(cells) > 1)
                     for column, (value, style) in enumerate(cells, start=1)
                 ]
             )
-    book.save(file)
+    if not any(part.comments for part in sheets):
+        book.save(file)
+        return
+    with tempfile.TemporaryFile() as staged:
+        book.save(staged)
+        staged.seek(0)
+        _anchor_comments(staged, file)
+
+
+def _row_height(cells: list[Cell], widths: list[float]) -> float:
+    """The height that shows every wrapped line of the row's text cells (a guess: fonts differ)."""
+    lines = 1
+    for (value, _style), width in zip(cells, widths, strict=False):
+        if isinstance(value, str) and len(cells) > 1 and len(value) > width - 1:
+            per_line = max(1.0, width - 2) * 0.9  # words wrap before the edge
+            lines = max(lines, sum(math.ceil(max(1, len(part)) / per_line) for part in value.split("\n")))
+        elif isinstance(value, str) and "\n" in value:
+            lines = max(lines, value.count("\n") + 1)
+    return min(MAX_ROW_HEIGHT, lines * LINE_HEIGHT)
+
+
+def _print_setup(worksheet: Any, *, repeat_header: bool) -> None:
+    """Landscape, every column on the page's width, as many pages down as it takes."""
+    worksheet.page_setup.orientation = "landscape"
+    worksheet.page_setup.paperSize = PAPER_A4
+    worksheet.page_setup.fitToWidth = 1
+    worksheet.page_setup.fitToHeight = 0
+    worksheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    worksheet.page_margins = PageMargins(left=0.4, right=0.4, top=0.5, bottom=0.5)
+    if repeat_header:
+        worksheet.print_title_rows = "1:1"
+
+
+# openpyxl gives every comment box the same absolute place, so LibreOffice (which reads the
+# position) stacks them all at the top left; an Anchor puts each one beside its cell, as Excel does.
+_CLIENT_CELL = re.compile(rb"(<(\w+:)?Row>(\d+)</(?:\w+:)?Row>\s*<(?:\w+:)?Column>(\d+)</(?:\w+:)?Column>)")
+
+
+def _anchor_comments(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy the saved workbook, giving each comment box an Anchor beside its cell."""
+    with zipfile.ZipFile(source) as staged, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in staged.infolist():
+            if info.filename.endswith(".vml"):
+                out.writestr(info, _CLIENT_CELL.sub(_anchor, staged.read(info)))
+                continue
+            with staged.open(info) as part, out.open(info, "w") as copy:
+                shutil.copyfileobj(part, copy, 1 << 20)
+
+
+def _anchor(match: re.Match[bytes]) -> bytes:
+    """LeftColumn, LeftOffset, TopRow, TopOffset, RightColumn, RightOffset, BottomRow, BottomOffset."""
+    prefix, row, column = match.group(2) or b"", int(match.group(3)), int(match.group(4))
+    box = [column + 1, 12, row, 2, column + 1 + COMMENT_COLUMNS, 12, row + COMMENT_ROWS, 2]
+    anchor = b", ".join(str(n).encode() for n in box)
+    return b"<%bAnchor>%b</%bAnchor>%b" % (prefix, anchor, prefix, match.group(1))
 
 
 def _ooxml_text(text: str) -> str:
@@ -349,16 +621,45 @@ def _ooxml_text(text: str) -> str:
     return escaped
 
 
-def _cell(worksheet: Any, value: str | int, style: int, comment: str | None) -> ExcelCell:
-    cell = WriteOnlyCell(worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
-    if isinstance(value, str):
-        # openpyxl reads a leading '=' as a formula; a user's text must never run as one.
-        cell.data_type = "s"
+class _Cells:
+    """Makes a worksheet's cells; each combination of styles is looked up in the workbook once.
+
+    Setting a font, fill or alignment on a cell hashes the style object every time: a large
+    workbook spent a third of its time there. A cell's style is its `_style` array of indexes.
+    """
+
+    def __init__(self, worksheet: Any) -> None:
+        self._worksheet = worksheet
+        self._styles: dict[tuple[int, bool, bool], Any] = {}
+
+    def __call__(self, value: str | int, style: int, comment: str | None, *, wrap: bool) -> ExcelCell:
+        """A cell as stored; a line on its own (a heading, a sentence) runs over the empty cells beside it."""
+        text = isinstance(value, str)
+        cell = WriteOnlyCell(self._worksheet, value=_ooxml_text(value) if isinstance(value, str) else value)
+        if text:
+            cell.data_type = (
+                "s"  # openpyxl reads a leading '=' as a formula; a user's text must never run as one
+            )
+        key = (style, wrap, text)
+        styled = self._styles.get(key)
+        if styled is None:
+            template: Any = _styled(cell, style, wrap=wrap, text=text)
+            styled = self._styles[key] = copy(template._style)
+        stored: Any = cell
+        stored._style = copy(styled)
+        if comment:
+            lines = sum(1 + len(part) // 40 for part in comment.split("\n"))
+            cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=20 + 16 * lines)
+        return cell
+
+
+def _styled(cell: ExcelCell, style: int, *, wrap: bool, text: bool) -> ExcelCell:
+    if text:
         cell.number_format = "@"  # Text format: a user's edit in Excel stays text too
     if style in (BOLD_TEXT, BOLD_NUMBER):
         cell.font = _BOLD
     elif style == FLAGGED:
         cell.fill = _FLAG_FILL
-    if comment:
-        cell.comment = Comment(_ooxml_text(comment), COMMENT_AUTHOR, width=300, height=120)
+    if wrap:
+        cell.alignment = _WRAPPED
     return cell

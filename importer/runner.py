@@ -16,20 +16,20 @@ from typing import Any
 
 import requests
 
-from importer.account import MetadataSettings, check_keys, open_account
+from importer.account import Identity, MetadataSettings, check_keys, open_account
 from importer.account_checks import check_mapping, check_rows, mapped_event
-from importer.atomic import write_json_atomically
+from importer.atomic import prepare_folder, write_json_atomically
 from importer.client import Credentials, LsqClient, host_of
-from importer.errors import ApiUnusableError, ExitStatus, OutputError, UsageError
+from importer.errors import ApiUnusableError, ExitStatus, MappingError, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
 from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path, state_dir
-from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet
+from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet, sheet_holding
 from importer.lookup import needs_lookup, planned_calls, resolve
-from importer.mapping import Mapping, check_columns, load_mapping
+from importer.mapping import CHOOSE, Mapping, check_columns, load_mapping
 from importer.planner import MAX_BATCH, Batch, plan_batches
-from importer.records import PlannedRow, RowError, Sheet, Stage
-from importer.report import check_writable, write_error_workbook
+from importer.records import EARLIER_FAILURE, PlannedRow, RowError, Sheet, Stage
+from importer.report import Totals, check_writable, write_error_workbook
 from importer.resume import (
     DEFAULT_SETTLE_S,
     Lookup,
@@ -74,7 +74,9 @@ class ImportConfig:
     session: requests.Session | None = field(default=None, repr=False)
     metadata: MetadataSettings = field(default_factory=MetadataSettings)  # the account's metadata cache
     online: bool = False  # validate_file: also check against the account (preflight)
-    concurrency: int = 8  # workers sharing the rate limit: 8 reach it at 25/1 with 100-300 ms calls (bench/)
+    # workers sharing the rate limit: 25, LeadSquared's highest documented limit per window, so the
+    # first window goes out at once instead of ramping up (bench/: 0.97 of the ceiling at 25/1)
+    concurrency: int = 25
     journal_path: Path | None = None  # the ledger; default: one per account (ledger.default_ledger_path)
     use_journal: bool = True  # False: no ledger, so nothing is skipped and a rerun may post rows again
     resend: bool = False  # send rows again even if the ledger says they were posted
@@ -143,6 +145,7 @@ class ImportResult:
     stop_reason: str | None = None
     interrupted: bool = False
     report_problem: str | None = None  # why the error workbook could not be written after sending
+    summary_problem: str | None = None  # why --summary-json could not be written (the run's code stands)
     errors: list[RowError] = field(default_factory=list, repr=False)
     skipped_from: list[dict[str, object]] = field(default_factory=list)  # {"file", "posted_on", "rows"}
     ledger: Path | None = None
@@ -198,30 +201,64 @@ class Prepared:
     org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
 
 
-def prepare(config: ImportConfig, events: _Events | None = None, *, plan: bool = True) -> Prepared:
+def prepare(
+    config: ImportConfig, events: _Events | None = None, *, plan: bool = True, unchosen_ok: bool = False
+) -> Prepared:
     """Read the mapping and the sheet, validate every row, plan the calls (unless not `plan`: then
-    the rows stay columns, `batches` is empty and `validated.call_count` counts them). Sends nothing."""
+    the rows stay columns, `batches` is empty and `validated.call_count` counts them). Sends nothing.
+
+    `unchosen_ok` (validate): a starter mapping's `CHOOSE A COLUMN` is checked as an empty
+    column, so every other column is checked meanwhile; a run refuses it.
+    """
     events = events or _Events(config)
     events.emit(Phase.READING)
     mapping = load_mapping(config.mapping_path)
     sheet = load_sheet(config.input_path, config.sheet)
     for note in sheet.notes:
         log.warning("%s: %s", config.input_path, note)
+    sheet = _unchosen_columns(config, mapping, sheet, unchosen_ok=unchosen_ok)
     if not len(sheet):  # a quiet day's export: nothing to do, which is not an error
         log.warning("%s: no data rows under the header: nothing to import", config.input_path)
     events.emit(Phase.VALIDATING, rows_total=len(sheet))
-    check_columns(mapping, sheet.headers, config.mapping_path)
+    try:
+        check_columns(mapping, sheet.headers, config.mapping_path)
+    except MappingError as exc:  # the data may well be on another sheet of the workbook
+        columns = [column for _key, source in mapping.targets() for column in source.columns()]
+        hint = sheet_holding(config.input_path, columns, sheet.sheet_name)
+        if hint:
+            exc.args = (f"{exc}; {hint}",)
+        raise
     validated = validate_sheet(sheet, mapping, config.mapping_path)
+    for warning in validated.warnings:
+        log.warning("%s", warning)
     return Prepared(
         sheet, mapping, validated, plan_batches(validated.rows, config.batch_size) if plan else []
     )
 
 
+def _unchosen_columns(config: ImportConfig, mapping: Mapping, sheet: Sheet, *, unchosen_ok: bool) -> Sheet:
+    """The sheet with an empty `CHOOSE A COLUMN` column when the mapping still names it."""
+    unchosen = [key for key, source in mapping.targets() if CHOOSE in source.columns()]
+    if not unchosen or CHOOSE in sheet.headers:
+        return sheet
+    headers = ", ".join(f"'{header}'" for header in sheet.headers[:12])
+    problem = (
+        f"{', '.join(unchosen)}: still '{CHOOSE}' (from init-mapping): put the header of the column "
+        f"to use there, one of {headers}"
+    )
+    if not unchosen_ok:
+        raise MappingError(config.mapping_path, f"{problem}; nothing was sent")
+    log.warning("%s: %s; until then every row fails on it", config.mapping_path, problem)
+    frame = sheet.frame.assign(**{CHOOSE: ""})
+    return replace(sheet, headers=[*sheet.headers, CHOOSE], frame=frame)
+
+
 def validate_file(config: ImportConfig) -> ImportResult:
     """What `lsq-import validate` does: everything but sending; writes the workbook of invalid rows."""
     started = time.monotonic()
+    _prepare_outputs(config, workbook=False)
     events = _Events(config)
-    prepared = prepare(config, events, plan=config.online)
+    prepared = prepare(config, events, plan=config.online, unchosen_ok=True)
     if config.online:
         events.emit(Phase.CHECKING)
         prepared = check_online(config, prepared, events)
@@ -232,7 +269,7 @@ def validate_file(config: ImportConfig) -> ImportResult:
     result.errors = prepared.validated.errors
     result.rows_failed = len(prepared.validated.failed_rows)
     events.emit(Phase.REPORTING, rows_failed=result.rows_failed, calls_planned=result.calls)
-    _finish(config, prepared.sheet, result, started)
+    _finish(config, prepared, result, started)
     events.finished(result)
     return result
 
@@ -249,9 +286,7 @@ def run_import(config: ImportConfig) -> ImportResult:
     token = config.cancel or CancelToken()
     prepared = prepare(config, events)
     client = _client_of(config)  # raises before anything else when the host or the keys are missing
-    check_writable(config.error_report_path)
-    if config.summary_json is not None:
-        check_writable(config.summary_json)
+    _prepare_outputs(config)
     if not config.use_journal:
         log.warning(
             "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
@@ -308,11 +343,21 @@ def run_import(config: ImportConfig) -> ImportResult:
         result.calls += prepared.lookup_calls
         result.interrupted = result.interrupted or token.cancelled
         events.emit(Phase.REPORTING, **_counts(result))
-        _finish(config, prepared.sheet, result, started, sent=True)
+        _finish(config, prepared, result, started, sent=True)
     finally:
         remove_callback()
     events.finished(result)
     return result
+
+
+def _prepare_outputs(config: ImportConfig, *, workbook: bool = True) -> None:
+    """The folders of --errors and --summary-json made and checked before anything is sent."""
+    if config.errors_path is not None:
+        prepare_folder(config.errors_path, "the error workbook")
+    if workbook:
+        check_writable(config.error_report_path)
+    if config.summary_json is not None:
+        prepare_folder(config.summary_json, "the summary")
 
 
 def _report_stopped(
@@ -329,7 +374,7 @@ def _report_stopped(
     result.ledger_problem = str(exc) if isinstance(exc, LedgerError) else None
     result.interrupted = cancelled
     events.emit(Phase.REPORTING, **_counts(result))
-    _finish(config, prepared.sheet, result, started, importing=True)
+    _finish(config, prepared, result, started, importing=True)
     events.finished(result)
     return result
 
@@ -352,9 +397,9 @@ def _check_account(
     config: ImportConfig, prepared: Prepared, *, client: LsqClient, limiter: AccountLimiter, events: _Events
 ) -> Prepared:
     """The checks against the account: keys, host, mapping, rows, look-ups."""
-    events.emit(Phase.CHECKING, f"Checking keys on {client.base_url}")
-    _share_limiter(config, client, limiter)
-    return preflight(config, prepared, client, limiter, events)
+    events.emit(Phase.CHECKING, f"Checking keys on {host_of(client.base_url)} ...")
+    identity = _share_limiter(config, client, limiter)
+    return preflight(config, prepared, client, limiter, events, identity=identity)
 
 
 def _resume(
@@ -502,12 +547,12 @@ def _client_of(config: ImportConfig) -> LsqClient:
         session=config.session,
         timeout=config.timeout,
         ca_bundle=config.ca_bundle,
+        pool_size=config.concurrency,
     )
 
 
-def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimiter) -> None:
+def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimiter) -> Identity:
     """Say which account and host are used, and share the account's limiter with its other runs."""
-    _ask_who_once(client)
     environ = config.state_environ if config.state_environ is not None else dict(os.environ)
     folder = config.state_dir or state_dir(environ)
     limiter.expect(folder, host_of(client.base_url))
@@ -520,19 +565,7 @@ def _share_limiter(config: ImportConfig, client: LsqClient, limiter: AccountLimi
     host = host_of(client.base_url)
     log.warning("Checking keys on %s: %s, org %s", host, identity.user, identity.org or "unknown")
     limiter.attach(limits_path(folder, host, identity.org))
-
-
-def _ask_who_once(client: LsqClient) -> None:
-    """The keys check is made here, before preflight makes it again: one call per run."""
-    asked: dict[str, Any] = {}
-    who_am_i = client.who_am_i
-
-    def who_am_i_once(**kwargs: Any) -> dict[str, Any]:
-        if not asked:
-            asked.update(who_am_i(**kwargs))
-        return asked
-
-    client.who_am_i = who_am_i_once  # type: ignore[method-assign]
+    return identity
 
 
 def _send(
@@ -611,12 +644,17 @@ def preflight(
     client: LsqClient,
     limiter: RateLimiter,
     events: _Events | None = None,
+    *,
+    identity: Identity | None = None,
 ) -> Prepared:
     """Check keys, host, mapping and rows against the account; returns the rows that may be sent.
 
+    `identity` is the keys check already made (UserByAccessKey.Get), else preflight makes it.
     Raises AuthError/ApiUnusableError (exit 3) or MappingError (exit 2) before anything is sent.
     """
-    account = open_account(client, config.metadata, limiter=limiter, attempts=config.max_attempts)
+    account = open_account(
+        client, config.metadata, limiter=limiter, attempts=config.max_attempts, identity=identity
+    )
     mapping, path = prepared.mapping, config.mapping_path
     event = mapped_event(mapping, account, path)
     types = account.activity_types()
@@ -742,9 +780,7 @@ def _result_of(prepared: Prepared, report: SendReport, resumed: Resume) -> Impor
 def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]) -> list[RowError]:
     """A row that failed again says when it failed before (the ledger keeps failed_at)."""
     return [
-        replace(
-            e, message=f"{e.message} (it failed in an earlier run too, on {failed_before[e.source_row][:10]})"
-        )
+        replace(e, message=e.message + EARLIER_FAILURE.format(day=failed_before[e.source_row][:10]))
         if e.source_row in failed_before
         else e
         for e in errors
@@ -753,13 +789,14 @@ def _with_earlier_failures(errors: list[RowError], failed_before: dict[int, str]
 
 def _finish(
     config: ImportConfig,
-    sheet: Sheet,
+    prepared: Prepared,
     result: ImportResult,
     started: float,
     *,
     sent: bool = False,
     importing: bool = False,
 ) -> None:
+    sheet = prepared.sheet
     if result.errors:
         try:
             result.error_report = write_error_workbook(
@@ -767,6 +804,10 @@ def _finish(
                 sheet,
                 result.errors,
                 _origins_of(sheet, config) if importing or sent else None,
+                labels=prepared.validated.labels,
+                totals=Totals(
+                    result.rows_total, result.rows_posted, result.rows_skipped, sent=importing or sent
+                ),
             )
         except OutputError as exc:
             if not sent:
@@ -779,7 +820,23 @@ def _finish(
     release_frozen()  # the run is done with its rows: back in reach of the cycle collector (gcpause)
     result.elapsed_s = time.monotonic() - started
     if config.summary_json is not None:
-        write_json_atomically(config.summary_json, result.summary())
+        result.summary_problem = write_summary(config.summary_json, result.summary())
+
+
+def write_summary(path: Path, summary: dict[str, object]) -> str | None:
+    """Write --summary-json; None when written, else why not (logged, never raised).
+
+    By now rows may have been posted: exit 2 ("nothing was sent") would be a lie, so the run
+    keeps its own exit status and says where the summary could not go.
+    """
+    data = {**summary, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    try:
+        write_json_atomically(path, data)
+    except OutputError as exc:
+        problem = f"summary NOT written: {exc}; the counts are in this run's output"
+        log.error("%s", problem)
+        return problem
+    return None
 
 
 def _origins_of(sheet: Sheet, config: ImportConfig) -> dict[int, tuple[str, int]]:

@@ -15,16 +15,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from importer.atomic import write_json_atomically
+from importer.atomic import prepare_folder
 from importer.errors import ExitStatus, ImporterError, UsageError
 from importer.events import Progress
-from importer.runner import ImportConfig, ImportResult, default_error_report_path, run_import, validate_file
-from importer.schedule import (
-    archive_name,
-    check_archive_dir,
-    expand_inputs,
-    move_to_archive,
+from importer.runner import (
+    ImportConfig,
+    ImportResult,
+    default_error_report_path,
+    run_import,
+    validate_file,
+    write_summary,
 )
+from importer.schedule import archive_name, check_archive_dir, find_inputs, move_to_archive
 
 __all__ = ["FileDone", "PatternResult", "run_pattern", "severity", "validate_pattern"]
 
@@ -56,6 +58,7 @@ class PatternResult:
     results: list[tuple[Path, ImportResult]] = field(default_factory=list)
     errors: list[tuple[Path, ImporterError]] = field(default_factory=list)  # files that could not be used
     summaries: list[dict[str, object]] = field(default_factory=list)  # one per file, in order
+    summary_problem: str | None = None  # why --summary-json could not be written (the run went on)
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -66,7 +69,11 @@ class PatternResult:
 
     def summary(self) -> dict[str, object]:
         """The combined summary a pattern run writes as --summary-json."""
-        return {"files": self.summaries, "exit_code": int(self.exit_status)}
+        data: dict[str, object] = {"pattern": self.pattern, "files": self.summaries}
+        if not self.summaries:
+            data["note"] = "no file matches the pattern: nothing to do"
+        data["exit_code"] = int(self.exit_status)
+        return data
 
 
 def run_pattern(
@@ -82,94 +89,111 @@ def run_pattern(
     A plain path is one file, and its errors are raised as they are; with a glob pattern a file
     that cannot be used is recorded and the next one runs. `config.errors_path` and
     `config.summary_json` name one file each: with a pattern the first must be unset and the
-    summary is the combined one. With `archive_dir`, each file whose every
-    row is settled is moved there, its error workbook beside it.
+    summary is the combined one, written whatever happened (no file matching included). With
+    `archive_dir`, each file whose every row is settled is moved there, its error workbook beside it.
+    Every output folder is created, and checked writable, before the first call.
     """
     env = dict(os.environ if environ is None else environ)
-    inputs = expand_inputs(pattern)
-    is_pattern = glob.has_magic(pattern)
-    result = PatternResult(pattern)
-    if not inputs:
-        log.warning("no file matches '%s': nothing to do", pattern)
-        return result
-    if len(inputs) > 1 and config.errors_path:
-        raise UsageError("errors_path names one file; with a pattern each input gets its own workbook")
     if archive_dir is not None:
         check_archive_dir(archive_dir)
-    for index, path in enumerate(inputs):
+    _prepare_outputs(config, archive_dir)
+
+    def import_one(index: int, count: int, path: Path) -> tuple[ImportResult, dict[str, object]]:
         file_config = _config_for(
             config,
             path,
             index=index,
-            count=len(inputs),
+            count=count,
             archive_dir=archive_dir,
-            is_pattern=is_pattern,
+            is_pattern=glob.has_magic(pattern),
             env=env,
         )
+        outcome = run_import(file_config.config)
+        summary: dict[str, object] = {"input": str(path), **outcome.summary()}
         archived = file_config.archive_target
-        try:
-            if archived is not None:
-                archived.parent.mkdir(parents=True, exist_ok=True)
-            outcome = run_import(file_config.config)
-        except ImporterError as exc:  # this file is unusable; the others still run
-            if len(inputs) == 1:
-                raise
-            summary: dict[str, object] = {
-                "input": str(path),
-                "error": str(exc),
-                "exit_code": int(exc.exit_status),
-            }
-            result.errors.append((path, exc))
-            result.summaries.append(summary)
-            if on_file_done is not None:
-                on_file_done(path, exc, summary)
-            continue
-        summary = {"input": str(path), **outcome.summary()}
         if archived is not None and _settled(outcome):
             summary["archived_to"] = str(move_to_archive(path, archived))
             _archive_workbook(outcome, archived, summary)
-        result.results.append((path, outcome))
-        result.summaries.append(summary)
-        if on_file_done is not None:
-            on_file_done(path, outcome, summary)
-        if outcome.exit_status in (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE, ExitStatus.LEDGER_ERROR):
-            break  # the account or the user said stop: the next file would stop too
-    if is_pattern and config.summary_json is not None:
-        write_json_atomically(config.summary_json, result.summary())
-    return result
+        return outcome, summary
+
+    return _over_files(config, pattern, import_one, on_file_done, stop_on=_STOPS)
 
 
 def validate_pattern(
     config: ImportConfig, pattern: str, *, on_file_done: FileDone | None = None
 ) -> PatternResult:
     """What `validate` does for every file `pattern` names: read, map, validate, plan; sends nothing."""
-    inputs = expand_inputs(pattern)
+    _prepare_outputs(config, None)
+
+    def validate_one(index: int, count: int, path: Path) -> tuple[ImportResult, dict[str, object]]:
+        file_config = replace(
+            config,
+            input_path=path,
+            summary_json=None if glob.has_magic(pattern) else config.summary_json,
+            on_progress=_numbered(config, index, count),
+        )
+        outcome = validate_file(file_config)
+        return outcome, {"input": str(path), **outcome.summary()}
+
+    return _over_files(config, pattern, validate_one, on_file_done, stop_on=())
+
+
+_STOPS = (ExitStatus.INTERRUPTED, ExitStatus.API_UNUSABLE, ExitStatus.LEDGER_ERROR)
+"""A file ending so stops the pattern: the account or the user said stop, the next file would stop too."""
+
+_OneFile = Callable[[int, int, Path], tuple[ImportResult, dict[str, object]]]
+
+
+def _over_files(
+    config: ImportConfig,
+    pattern: str,
+    one_file: _OneFile,
+    on_file_done: FileDone | None,
+    *,
+    stop_on: tuple[ExitStatus, ...],
+) -> PatternResult:
+    """`one_file` for each file `pattern` names, in order; the combined summary written at the end."""
+    found = find_inputs(pattern)
+    for note in found.notes:
+        log.warning("%s", note)
+    inputs, is_pattern = found.paths, glob.has_magic(pattern)
     result = PatternResult(pattern)
     if len(inputs) > 1 and config.errors_path:
-        raise UsageError("errors_path names one file; with a pattern each input gets its own")
+        raise UsageError("errors_path names one file; with a pattern each input gets its own workbook")
+    if not inputs:
+        log.warning("no file matches '%s': nothing to do", pattern)
     for index, path in enumerate(inputs):
-        file_config = replace(config, input_path=path, on_progress=_numbered(config, index, len(inputs)))
         try:
-            outcome = validate_file(file_config)
-        except ImporterError as exc:
+            outcome, summary = one_file(index, len(inputs), path)
+        except ImporterError as exc:  # this file is unusable; the others still run
             if len(inputs) == 1:
                 raise
-            summary: dict[str, object] = {
-                "input": str(path),
-                "error": str(exc),
-                "exit_code": int(exc.exit_status),
-            }
+            summary = {"input": str(path), "error": str(exc), "exit_code": int(exc.exit_status)}
             result.errors.append((path, exc))
             result.summaries.append(summary)
             if on_file_done is not None:
                 on_file_done(path, exc, summary)
             continue
-        summary = {"input": str(path), **outcome.summary()}
         result.results.append((path, outcome))
         result.summaries.append(summary)
+        result.summary_problem = outcome.summary_problem
         if on_file_done is not None:
             on_file_done(path, outcome, summary)
+        if outcome.exit_status in stop_on:
+            break
+    if is_pattern and config.summary_json is not None:
+        result.summary_problem = write_summary(config.summary_json, result.summary())
     return result
+
+
+def _prepare_outputs(config: ImportConfig, archive_dir: Path | None) -> None:
+    """Every output folder made (a fresh machine has no `logs/`) and checked, before the first call."""
+    if config.summary_json is not None:
+        prepare_folder(config.summary_json, "the summary")
+    if config.errors_path is not None:
+        prepare_folder(config.errors_path, "the error workbook")
+    if archive_dir is not None:
+        prepare_folder(archive_dir / "archived.xlsx", "the archive")
 
 
 def _archive_workbook(result: ImportResult, archived: Path, summary: dict[str, object]) -> None:

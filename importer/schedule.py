@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import re
 import shutil
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -12,12 +14,50 @@ from importer.errors import UsageError
 ERROR_REPORT_SUFFIX = ".errors.xlsx"
 
 
-def expand_inputs(pattern: str) -> list[Path]:
-    """The files a path or glob pattern names, in name order; error workbooks are never inputs."""
+# The lock file an office program keeps beside a workbook while it is open: Excel's
+# `~$visits.xlsx`, LibreOffice's `.~lock.visits.xlsx#`. Never a sheet to import.
+_LOCK_FILES = (
+    ("Excel", re.compile(r"^~\$(?P<name>.+)$")),
+    ("LibreOffice", re.compile(r"^\.~lock\.(?P<name>.+)#$")),
+)
+
+
+@dataclass
+class Inputs:
+    """The files a pattern names, and notes about the names it matched but are not inputs."""
+
+    paths: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def find_inputs(pattern: str) -> Inputs:
+    """The files a pattern names, in name order, without error workbooks and office lock files."""
     if not glob.has_magic(pattern):
-        return [Path(pattern)]
+        return Inputs([Path(pattern)])
     matches = sorted(Path(name) for name in glob.glob(pattern) if Path(name).is_file())
-    return [path for path in matches if not path.name.endswith(ERROR_REPORT_SUFFIX)]
+    inputs = Inputs([])
+    for path in matches:
+        if path.name.endswith(ERROR_REPORT_SUFFIX):
+            continue
+        note = lock_file_note(path)
+        if note is None:
+            inputs.paths.append(path)
+        else:
+            inputs.notes.append(note)
+    return inputs
+
+
+def lock_file_note(path: Path) -> str | None:
+    """What to tell of an office lock file (None: `path` is not one)."""
+    for program, lock in _LOCK_FILES:
+        match = lock.match(path.name)
+        if match:
+            name = match.group("name")
+            return (
+                f"{name} is open in {program}: its lock file {path.name} is skipped, and {name} is "
+                "imported as it was last saved"
+            )
+    return None
 
 
 def archive_name(path: Path, archive_dir: Path, when: datetime) -> Path:

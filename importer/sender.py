@@ -199,14 +199,18 @@ class Sender:
         """One call, repeated only when nothing can have been created; raises _Stopped."""
         bodies = [row.body for row in rows]
         for attempt in range(1, self._max_attempts + 1):
+            # The rows are claimed before the slot is taken: a ledger write between the slot and
+            # the request would let the server see this call later than the limiter counted it.
+            self._mark_sending(rows)
             try:
                 self._limiter.acquire()
             except DailyCapReached as exc:  # the day's quota is spent: the rows left wait for the next run
+                self._mark_pending(rows)
                 self._stop_run(str(exc))
                 raise _Stopped from None
             if self._stop.is_set():
+                self._mark_pending(rows)
                 raise _Stopped
-            self._mark_sending(rows)
             started = datetime.now(UTC)
             with self._lock:
                 self._report.calls += 1

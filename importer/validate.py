@@ -22,6 +22,7 @@ from importer.errors import MappingError
 from importer.gcpause import gc_paused
 from importer.lookup import lookup_converter
 from importer.mapping import (
+    DateTimeSource,
     EventSource,
     FieldSource,
     FieldType,
@@ -48,8 +49,9 @@ _SERIAL_RANGE = (20000, 80000)
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 _MIN_YEAR = 1900
 _MAX_DIGITS = 30  # before or after the decimal point
-# A number already as `_number` writes it (ASCII digits: \d takes any script's), within _MAX_DIGITS.
-_PLAIN_DECIMAL = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})(\.[0-9]{{1,{_MAX_DIGITS}}})?\Z")
+# A number already as `_number` writes it (ASCII digits: \d takes any script's), within _MAX_DIGITS:
+# no trailing zeros after the point, so "12.50" and Excel's 12.5 are one value and one row identity.
+_PLAIN_DECIMAL = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})(\.[0-9]{{0,{_MAX_DIGITS - 1}}}[1-9])?\Z")
 # Zero-width characters that text copied from web pages and PDFs carries around values.
 _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _TRUE = {"true", "yes", "y", "1"}
@@ -74,11 +76,16 @@ class Validated:
         *,
         build: Callable[[], list[PlannedRow]] | None = None,
         opportunity_codes: np.ndarray | None = None,
+        warnings: list[str] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self._rows = rows if rows is not None or build is not None else []
         self.errors = errors if errors is not None else []
         self._build = build
         self._opportunity_codes = opportunity_codes  # of the rows kept, while not built
+        self.warnings = warnings if warnings is not None else []  # about whole columns, for the log
+        # how messages name each column's field: 'PAN (mx_Custom_1)', the display name once known online
+        self.labels = labels if labels is not None else {}
 
     @property
     def rows(self) -> list[PlannedRow]:
@@ -137,7 +144,16 @@ class _Column:
 
 
 def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "mapping") -> Validated:
-    """Check and convert every row; never raises for a bad row, only for a bad mapping value."""
+    """Check and convert every row; never raises for a bad row, only for a bad mapping value.
+
+    A date column whose values fit the other day/month order far better than the mapping's
+    format raises MappingError, before any row is sent.
+    """
+    warnings = [
+        warning
+        for key, source in mapping.targets()
+        if (warning := _check_day_month_order(sheet, key, source, mapping_path)) is not None
+    ]
     targets: dict[str, tuple[str | None, _Column]] = {}
     for key, source in mapping.targets():
         column_name = mapping.column_for(key)
@@ -149,7 +165,74 @@ def validate_sheet(sheet: Sheet, mapping: Mapping, mapping_path: str | Path = "m
             convert = _converter(key, source)
             converted = _convert(sheet, key, source, convert, mapping_path)
         targets[key] = (column_name, converted)
-    return _assemble(sheet, mapping, targets, _unknown_cell_errors(sheet, mapping))
+    validated = _assemble(sheet, mapping, targets, _unknown_cell_errors(sheet, mapping))
+    validated.warnings = warnings
+    validated.labels = field_labels(mapping)
+    return validated
+
+
+def field_labels(mapping: Mapping, display_names: dict[str, str] | None = None) -> dict[str, str]:
+    """How messages name each column's field: its display name (else the column), the schema name in brackets.
+
+    Columns that feed no custom field are named by themselves (`Owner Email`).
+    """
+    labels: dict[str, str] = {}
+    for key, source in mapping.targets():
+        columns = source.columns()
+        if len(columns) != 1 or columns[0] in labels:
+            continue
+        schema_name = key.removeprefix("fields.") if key.startswith("fields.") else None
+        name = (display_names or {}).get(schema_name or "") or columns[0]
+        labels[columns[0]] = f"{name} ({schema_name})" if schema_name else name
+    return labels
+
+
+def _check_day_month_order(sheet: Sheet, key: str, source: object, mapping_path: str | Path) -> str | None:
+    """MappingError when a date column is written in the other day/month order; a warning when unsure."""
+    dated = isinstance(source, DateTimeSource) or (
+        isinstance(source, FieldSource) and source.type in ("date", "datetime")
+    )
+    form = getattr(source, "format", None)
+    column = source.column if isinstance(source, DateTimeSource | FieldSource) else None
+    if not dated or form is None or column is None or not len(sheet):
+        return None
+    check = datetimes.check_order(sheet.frame[column.strip()].tolist(), form)
+    if check is None:
+        return None
+    where = f"'{key}' (column '{column.strip()}')"
+    if check.wrong_order:
+        raise MappingError(mapping_path, _wrong_order_message(where, check))
+    if check.undecided:
+        return (
+            f"{mapping_path}: {where}: every date reads both as {check.given} and as {check.other}"
+            f"{_both_example(check)}; they are read as {check.given}, as the mapping says: check that "
+            "this is the sheet's order"
+        )
+    return None
+
+
+def _wrong_order_message(where: str, check: datetimes.OrderCheck) -> str:
+    assert check.example_other is not None
+    text, moment = check.example_other
+    none_given = "none" if not check.only_given else f"only {check.only_given:,}"
+    both = f", and {check.both:,} read both ways{_both_example(check)}" if check.both else ""
+    sampled = f" (of {check.sampled:,} rows read, spread over the column)" if check.sampled else ""
+    return (
+        f"{where}: the dates are written {check.other}, not {check.given} as the mapping says{sampled}: "
+        f"{check.only_other:,} rows read only as {check.other} ('{text}' is "
+        f"{datetimes.spoken_date(moment)}), {none_given} only as {check.given}{both}. Nothing was "
+        f'sent: if the sheet is {check.other}, set format: "{check.other}"'
+    )
+
+
+def _both_example(check: datetimes.OrderCheck) -> str:
+    if check.example_both is None:
+        return ""
+    text, given, other = check.example_both
+    return (
+        f" ('{text}' is {datetimes.spoken_date(given)} as {check.given}, "
+        f"{datetimes.spoken_date(other)} as {check.other})"
+    )
 
 
 def _converter(key: str, source: object) -> Converter:
@@ -163,20 +246,24 @@ def _converter(key: str, source: object) -> Converter:
     if key == "note":
         return _text
     if key == "activity_datetime":
-        fmt, zone = source.format, source.timezone  # type: ignore[attr-defined]
-        return lambda text: _datetime(text, fmt, zone)
+        assert isinstance(source, DateTimeSource)
+        form, zone = source.format, source.timezone
+        return lambda text: _datetime(text, form, zone)
     assert isinstance(source, FieldSource)
     return converter_for(source.type, source.format, source.timezone)
 
 
-def converter_for(field_type: FieldType, fmt: str | None = None, zone: str | None = None) -> Converter:
-    """Trimmed text to the wire value of a field type, raising ValueError; ISO dates are always read."""
+def converter_for(field_type: FieldType, form: str | None = None, zone: str | None = None) -> Converter:
+    """Trimmed text to the wire value of a field type, raising ValueError; ISO dates are always read.
+
+    `form` is the mapping's date format, a human form (DD/MM/YYYY) or a strptime one.
+    """
     if field_type == "number":
         return _number
     if field_type == "date":
-        return lambda text: _date(text, fmt)
+        return lambda text: _date(text, form)
     if field_type == "datetime":
-        return lambda text: _datetime(text, fmt, zone)
+        return lambda text: _datetime(text, form, zone)
     if field_type == "boolean":
         return _boolean
     return _field_text
@@ -244,11 +331,11 @@ class _Failure:
 
 def _bulk_converter(key: str, source: object) -> BulkConverter | None:
     """A whole-column path for the types whose distinct values grow with the rows: date-times."""
-    if key == "activity_datetime":
-        fmt, zone = source.format, source.timezone  # type: ignore[attr-defined]
+    if isinstance(source, DateTimeSource):
+        fmt, zone = source.strptime_format(), source.timezone
         return lambda cells: datetimes.wire_values(cells, fmt, zone, date_only=False)
     if isinstance(source, FieldSource) and source.type in ("date", "datetime"):
-        fmt, zone, date_only = source.format, source.timezone, source.type == "date"
+        fmt, zone, date_only = source.strptime_format(), source.timezone, source.type == "date"
         return lambda cells: datetimes.wire_values(cells, fmt, zone, date_only=date_only)
     return None
 
@@ -457,7 +544,7 @@ def _event_code(text: str) -> str:
 
 
 def _number(text: str) -> str:
-    if _PLAIN_DECIMAL.match(text):  # already how Decimal writes it: most cells of a number column
+    if _PLAIN_DECIMAL.match(text) and text != "-0":  # already canonical: most cells of a number column
         return text
     candidate = text.replace(",", "") if _GROUPED_NUMBER.match(text) else text
     if not _NUMBER.match(candidate):
@@ -471,7 +558,8 @@ def _number(text: str) -> str:
         raise ValueError(
             f"not a number a field can hold: '{text}' has more than {_MAX_DIGITS} digits written out"
         )
-    return format(number, "f")
+    written = format(number, "f") if number else "0"
+    return written.rstrip("0").rstrip(".") if "." in written else written
 
 
 def _boolean(text: str) -> str:
@@ -483,18 +571,22 @@ def _boolean(text: str) -> str:
     raise ValueError(f"not a yes/no value: '{text}' (use true/false, yes/no, 1/0)")
 
 
-def parse_datetime(text: str, fmt: str | None) -> datetime:
-    """Parse with the mapping's format first, then ISO (how Excel date cells are read), then a serial."""
-    moment = _parse_any(text, fmt)
+def parse_datetime(text: str, form: str | None) -> datetime:
+    """Parse with the mapping's format first, then ISO (how Excel date cells are read), then a serial.
+
+    `form` is the mapping's format as written, human (DD/MM/YYYY) or strptime; messages show it
+    the way a person writes it.
+    """
+    moment = _parse_any(text, form)
     if moment.year < _MIN_YEAR:  # a typo ('0024-03-26') or Excel's day zero; and %Y would not pad it
         raise ValueError(f"the year {moment.year} is not plausible: '{text}'")
     return moment
 
 
-def _parse_any(text: str, fmt: str | None) -> datetime:
-    if fmt:
+def _parse_any(text: str, form: str | None) -> datetime:
+    if form:
         try:
-            return datetime.strptime(text, fmt)
+            return datetime.strptime(text, datetimes.strptime_format(form))
         except ValueError:
             pass
     try:
@@ -504,23 +596,66 @@ def _parse_any(text: str, fmt: str | None) -> datetime:
     if _EXCEL_SERIAL.match(text) and _SERIAL_RANGE[0] <= float(text) < _SERIAL_RANGE[1]:
         # a date cell saved as a number (Excel's "General" format): days since 1899-12-30
         return _round_to_second(_EXCEL_EPOCH + timedelta(days=float(text)))
-    expected = f"'{fmt}' or ISO" if fmt else "ISO (YYYY-MM-DD HH:MM:SS)"
-    raise ValueError(f"not a date in the format {expected}: '{text}'")
+    if not form:
+        raise ValueError(f"not a date in the form YYYY-MM-DD (or YYYY-MM-DD HH:mm:ss): '{text}'")
+    raise ValueError(
+        f"not a date in the form {datetimes.human_format(form)}: '{text}'{_other_order(text, form)}"
+    )
+
+
+def _other_order(text: str, form: str) -> str:
+    """A hint when the text reads with day and month the other way round."""
+    other = datetimes.swapped_format(form)
+    if other is None:
+        return ""
+    try:
+        moment = datetime.strptime(text, datetimes.strptime_format(other))
+    except ValueError:
+        return ""
+    return f" (as {datetimes.human_format(other)} it would be {datetimes.spoken_date(moment)})"
 
 
 def _round_to_second(moment: datetime) -> datetime:
     return (moment + timedelta(microseconds=500_000)).replace(microsecond=0)
 
 
-def _date(text: str, fmt: str | None) -> str:
-    return f"{parse_datetime(text, fmt).date():%Y-%m-%d} 00:00:00"
+def _date(text: str, form: str | None) -> str:
+    return f"{parse_datetime(text, form).date():%Y-%m-%d} 00:00:00"
 
 
-def _datetime(text: str, fmt: str | None, zone: str | None) -> str:
-    moment = parse_datetime(text, fmt)
+def _datetime(text: str, form: str | None, zone: str | None) -> str:
+    moment = parse_datetime(text, form)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(zone) if zone else UTC)
+        moment = _localized(moment, text, zone) if zone else moment.replace(tzinfo=UTC)
     try:
         return moment.astimezone(UTC).strftime(_WIRE_FORMAT)
     except OverflowError:
         raise ValueError(f"'{text}' is out of range once converted to UTC") from None
+
+
+def _localized(moment: datetime, text: str, zone: str) -> datetime:
+    """The local time in `zone`; a time a DST change skips or repeats there is an error saying so."""
+    tz = ZoneInfo(zone)
+    earlier, later = moment.replace(tzinfo=tz, fold=0), moment.replace(tzinfo=tz, fold=1)
+    if earlier.utcoffset() == later.utcoffset():
+        return earlier
+    try:
+        round_trip = earlier.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    except OverflowError:
+        return earlier
+    if round_trip != moment:
+        raise ValueError(
+            f"'{text}' never happened in {zone}: the clocks moved forward over it for daylight saving "
+            "time that day; correct the time"
+        )
+    first, second = (_with_offset(moment, t) for t in (earlier, later))
+    raise ValueError(
+        f"'{text}' happened twice in {zone}: the clocks went back over it at the end of daylight saving "
+        f"time that day; write which one with its UTC offset, '{first}' or '{second}'"
+    )
+
+
+def _with_offset(moment: datetime, local: datetime) -> str:
+    offset = local.utcoffset() or timedelta(0)
+    sign, minutes = ("+" if offset >= timedelta(0) else "-"), abs(int(offset.total_seconds())) // 60
+    return f"{moment:%Y-%m-%d %H:%M:%S}{sign}{minutes // 60:02d}:{minutes % 60:02d}"

@@ -6,7 +6,8 @@
 - Beside it: cells whose value is unknown. python-calamine reads a formula Excel never calculated
   (files written by scripts) and an error value such as `#N/A` as an empty cell, and a number of
   16 digits or more (a long ID typed as a number) has lost its last digits in Excel; sending that
-  row would silently drop or change the value, so the loader reports those cells instead.
+  row would silently drop or change the value, so the loader reports those cells instead. The same
+  pass finds the rows Excel hides (by hand or by a filter), which are imported with a note.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 from xml.etree import ElementTree
@@ -71,17 +73,42 @@ def _size(size: int) -> str:
     return f"{size} bytes"
 
 
-def unknown_cells(path: Path, sheet_name: str) -> dict[tuple[int, int], str]:
-    """Cells of an .xlsx/.xlsm sheet whose value is unknown: (row, column) from 1 and 0 -> why."""
+_HIDDEN_ROW = re.compile(rb'<row\b[^>]*?\bhidden="(?:1|true)"[^>]*>')
+_ROW_NUMBER = re.compile(rb'\br="([0-9]+)"')
+
+
+@dataclass
+class SheetScan:
+    """What one pass over a sheet's XML found beside python-calamine's reading."""
+
+    unknown: dict[tuple[int, int], str] = field(default_factory=dict)  # (row from 1, column from 0) -> why
+    hidden: list[int] = field(default_factory=list)  # rows Excel hides, by hand or by a filter
+
+
+def scan_sheet(path: Path, sheet_name: str) -> SheetScan:
+    """Cells of an .xlsx/.xlsm sheet whose value is unknown, and its hidden rows, in one pass."""
     try:
         with zipfile.ZipFile(path) as archive:
             part = _sheet_part(archive, sheet_name)
             if part is None:
-                return {}
+                return SheetScan()
             with archive.open(part) as stream:
-                return dict(_scan_cells(_row_blocks(stream)))
+                return _scan(_row_blocks(stream))
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, ElementTree.ParseError, zlib.error):
-        return {}  # python-calamine read it, so it is readable; this check only adds detail
+        return SheetScan()  # python-calamine read it, so it is readable; this check only adds detail
+
+
+def _scan(blocks: Iterator[bytes]) -> SheetScan:
+    scan = SheetScan()
+    for block in blocks:
+        if b"hidden=" in block:  # most sheets hide nothing: skip the regex
+            for row in _HIDDEN_ROW.finditer(block):
+                ref = _ROW_NUMBER.search(row.group(0))
+                if ref:
+                    scan.hidden.append(int(ref.group(1)))
+        if b"<f" in block or b't="e"' in block or _BIG_VALUE.search(block):  # most have none
+            scan.unknown.update(_scan_cells(iter([block])))
+    return scan
 
 
 def _sheet_part(archive: zipfile.ZipFile, sheet_name: str) -> str | None:
@@ -108,15 +135,14 @@ def _sheet_part(archive: zipfile.ZipFile, sheet_name: str) -> str | None:
 
 
 def _row_blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """The sheet data in pieces that end on a row boundary, only the pieces that may hold a problem."""
+    """The sheet data in pieces that end on a row boundary."""
     pending = b""
     while chunk := stream.read(_CHUNK):
         pending += chunk
         done = pending.find(b"</sheetData>")
         end = done if done >= 0 else _after_last_row(pending)
         block, pending = pending[:end], pending[end:]
-        if b"<f" in block or b't="e"' in block or _BIG_VALUE.search(block):  # most have none: skip the regex
-            yield block
+        yield block
         if done >= 0:
             return
 

@@ -382,27 +382,27 @@ def test_rows_numbers_dates_and_booleans_are_checked_by_data_type():
     assert field_values(result) == [
         {
             "mx_Custom_1": "P1",
-            "mx_Custom_2": "1234.50",
+            "mx_Custom_2": "1234.5",
             "mx_Custom_3": "2024-03-05 00:00:00",
             "mx_Custom_7": "true",
         }
     ]
     errors = [(e.source_row, e.stage, e.column, e.message) for e in result.errors]
     assert errors == [
-        (3, Stage.VALIDATION, "Amount", "not a number: '12abc' (mx_Custom_2 (Amount) is a Number field)"),
+        (3, Stage.VALIDATION, "Amount", "not a number: '12abc' (it is a Number field in LeadSquared)"),
         (
             4,
             Stage.VALIDATION,
             "Due",
-            "not a date in the format ISO (YYYY-MM-DD HH:MM:SS): '05/03/2024' "
-            "(mx_Custom_3 (Due Date) is a Date field)",
+            "not a date in the form YYYY-MM-DD (or YYYY-MM-DD HH:mm:ss): '05/03/2024' (it is a Date field "
+            'in LeadSquared; in the mapping, give the column type: date and its format, like format: "DD/MM/YYYY")',
         ),
         (
             5,
             Stage.VALIDATION,
             "Ok",
             "not a yes/no value: 'maybe' (use true/false, yes/no, 1/0) "
-            "(mx_Custom_7 (Verified) is a Boolean field)",
+            "(it is a Boolean field in LeadSquared)",
         ),
     ]
 
@@ -430,7 +430,7 @@ def test_rows_dropdown_matches_case_insensitively_and_sends_the_exact_spelling()
     assert [values["mx_Custom_4"] for values in field_values(result)] == ["Branch", "Online"]
     (error,) = result.errors
     assert (error.source_row, error.column) == (4, "Channel")
-    assert error.message == "'Walk-in' is not an option of mx_Custom_4 (Channel): Branch, Online, Phone"
+    assert error.message == "'Walk-in' is not one of its options: Branch, Online, Phone"
 
 
 def test_rows_dropdowns_are_not_checked_when_skip_dropdown_validation_is_set():
@@ -453,21 +453,23 @@ def test_rows_multi_select_values_are_split_and_checked_one_by_one():
     assert field_values(result) == [{"mx_Custom_1": "P1", "mx_Custom_6": "PAN Card;Aadhaar"}]
     messages = [e.message for e in result.errors]
     assert messages[0] == (
-        "'Voter ID', 'Passport' are not among the options of mx_Custom_6 (Documents) "
+        "'Voter ID', 'Passport' are not among its options "
         "(separate several with ';'): PAN Card, Aadhaar, Bank Statement"
     )
-    assert messages[1].startswith("';' is not among the options")  # cells are trimmed first
+    assert messages[1].startswith("';' is not among its options")  # cells are trimmed first
 
 
 def test_rows_mandatory_field_left_empty_is_a_row_error():
     result = checked({"PAN": ["P1", ""]}, PAN)
     (error,) = result.errors
     assert (error.source_row, error.column) == (3, "PAN")
-    assert error.message == "is empty, but mx_Custom_1 (PAN Number) is mandatory for Document Collected (201)"
+    assert error.message == "is empty, but it is mandatory for Document Collected (201)"
 
 
 def test_rows_invalid_constant_is_a_mapping_error():
-    with pytest.raises(MappingError, match=r"'fields.mx_Custom_4.value': 'Walk-in' is not an option"):
+    with pytest.raises(
+        MappingError, match=r"'fields.mx_Custom_4.value': 'Walk-in' is not one of its options"
+    ):
         checked({"PAN": ["P1"]}, {**PAN, "mx_Custom_4": {"value": "Walk-in"}})
 
 

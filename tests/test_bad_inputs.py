@@ -144,7 +144,12 @@ CASES = [
     ),
     Case("whitespace.csv", 0, posted=1, check=_trimmed),
     # row-level problems: the row goes to the workbook, the rest is imported
-    Case("ragged_short.csv", 1, failed={3: "PAN: is empty, but a value is required"}, posted=2),
+    Case(
+        "ragged_short.csv",
+        1,
+        failed={3: "PAN Number (mx_Custom_1): is empty, but a value is required"},
+        posted=2,
+    ),
     Case(
         "invalid_utf8.csv",
         1,
@@ -156,7 +161,10 @@ CASES = [
     Case(
         "formulas.xlsx",
         1,
-        failed={3: "Amount: is a formula that was never calculated", 4: "Amount: shows the error #N/A"},
+        failed={
+            3: "Amount (mx_Custom_2): is a formula that was never calculated",
+            4: "Amount (mx_Custom_2): shows the error #N/A",
+        },
         posted=2,
         check=_formulas,
     ),
@@ -165,17 +173,23 @@ CASES = [
         1,
         failed={
             3: "Opportunity ID: '1.23457E+17' looks corrupted by Excel",
-            4: "Reference: '1.23457E+17' looks corrupted by Excel",
+            4: "Reference (mx_Custom_5): '1.23457E+17' looks corrupted by Excel",
         },
         posted=2,
     ),
     Case(
         "long_number_ids.xlsx",
         1,
-        failed={3: "Reference: is a number of 16 digits or more, and Excel keeps only 15"},
+        failed={3: "Reference (mx_Custom_5): is a number of 16 digits or more, and Excel keeps only 15"},
         posted=2,
     ),
-    Case("serial_dates.csv", 1, failed={3: "Due: not a date in the format ISO"}, posted=1, check=_serials),
+    Case(
+        "serial_dates.csv",
+        1,
+        failed={3: "Due Date (mx_Custom_3): not a date in the form YYYY-MM-DD"},
+        posted=1,
+        check=_serials,
+    ),
     Case(
         "emails.csv",
         1,
@@ -183,8 +197,10 @@ CASES = [
         posted=1,
         check=_lowered,
     ),
-    Case("newlines.csv", 1, failed={3: "Amount: not a number: 'x'"}, posted=2, check=_newlines),
-    Case("long_cell.csv", 1, failed={3: "Amount: not a number: 'x'"}, posted=1, check=_long_cell),
+    Case("newlines.csv", 1, failed={3: "Amount (mx_Custom_2): not a number: 'x'"}, posted=2, check=_newlines),
+    Case(
+        "long_cell.csv", 1, failed={3: "Amount (mx_Custom_2): not a number: 'x'"}, posted=1, check=_long_cell
+    ),
     # mappings that cannot be used
     Case("good.csv", 2, "line 3, column 1: invalid YAML: expected ',' or '}'", mapping="yaml_syntax.yaml"),
     Case(
@@ -193,7 +209,12 @@ CASES = [
         "'fields.mx_Custom_1.required': Input should be a valid boolean",
         mapping="wrong_types.yaml",
     ),
-    Case("good.csv", 2, "'fields': Input should be a valid dictionary", mapping="fields_as_list.yaml"),
+    Case(
+        "good.csv",
+        2,
+        "'fields': expected one line per field under it, like  mx_Custom_1: {column: \"PAN\"}, not a list",
+        mapping="fields_as_list.yaml",
+    ),
     Case("good.csv", 2, "unknown key 'colour'", mapping="unknown_key.yaml"),
     Case("good.csv", 2, "line 2, column 8: YAML aliases (*name) are not allowed", mapping="alias_bomb.yaml"),
     Case("good.csv", 2, "the mapping is empty", mapping="maps_nothing.yaml"),

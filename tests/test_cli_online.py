@@ -177,7 +177,7 @@ def test_run_bad_keys_exit_3_before_anything_is_sent(tmp_path, sandbox, env):
         ),
         (
             MAPPING.replace("column: Channel", "value: Walk-in"),
-            "'fields.mx_Custom_4.value': 'Walk-in' is not an option",
+            "'fields.mx_Custom_4.value': 'Walk-in' is not one of its options",
         ),
     ],
 )
@@ -201,7 +201,9 @@ def test_run_declared_type_contradicting_the_account_warns_and_still_runs(tmp_pa
     )
     assert result.code == 1, result.output
     (row,) = error_rows(tmp_path / "t.errors.xlsx")
-    assert "'7' is not an option of mx_Custom_4 (Channel): Branch, Online, Phone, Partner" in row["Error"]
+    assert (
+        "Channel (mx_Custom_4): '7' is not one of its options: Branch, Online, Phone, Partner" in row["Error"]
+    )
 
 
 def test_run_rows_checked_against_the_account_before_sending(tmp_path, sandbox, env):
@@ -218,7 +220,7 @@ def test_run_rows_checked_against_the_account_before_sending(tmp_path, sandbox, 
     (stored,) = [a for a in sandbox.activities() if a.fields["mx_Custom_1"] == "P0"]
     assert stored.fields["mx_Custom_4"] == "Branch"  # the option's exact spelling
     assert stored.fields["mx_Custom_6"] == "PAN Card;Aadhaar"
-    assert stored.fields["mx_Custom_2"] == "1250.50"
+    assert stored.fields["mx_Custom_2"] == "1250.5"
     assert len(sandbox.activities()) == 1
     errors = {row["Source Row"]: row for row in error_rows(tmp_path / "t.errors.xlsx")}
     assert {row: errors[row]["Error Stage"] for row in errors} == {
@@ -229,10 +231,10 @@ def test_run_rows_checked_against_the_account_before_sending(tmp_path, sandbox, 
         7: "api",
     }
     assert (
-        "'Walk-in' is not an option of mx_Custom_4 (Channel): Branch, Online, Phone, Partner"
+        "Channel (mx_Custom_4): 'Walk-in' is not one of its options: Branch, Online, Phone, Partner"
         in errors[3]["Error"]
     )
-    assert "'Voter ID' is not among the options of mx_Custom_6 (Documents)" in errors[4]["Error"]
+    assert "Documents (mx_Custom_6): 'Voter ID' is not among its options" in errors[4]["Error"]
     assert "PAN Card, Aadhaar, Passport, Bank Statement" in errors[4]["Error"]
     assert "not a number: '12 lakh'" in errors[5]["Error"]
     assert "'31/03/2024'" in errors[6]["Error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,42 @@ def test_a_found_opportunity_is_kept_a_week_and_a_miss_an_hour(tmp_path: Path) -
     client = FakeClient(LEADS)
     resolve_rows(spec, validated.rows, Resolver(client, LookupCache(path, clock=lambda: now[0])))  # type: ignore[arg-type]
     assert len(client.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"version": 99, "entries": {}}',
+        '{"version": 1, "entries": ["lead/EmailAddress/asha@example.com"]}',
+        '{"version": 1, "entries": {"lead/EmailAddress/asha@example.com": [1, 2]}}',
+    ],
+)
+def test_a_damaged_cache_file_is_a_miss_and_is_rewritten(tmp_path: Path, text: str) -> None:
+    spec, validated = validated_rows(tmp_path, ["asha@example.com"])
+    path = tmp_path / "lookups.json"
+    path.write_text(text, encoding="utf-8")
+    client = FakeClient(LEADS)
+    cache = LookupCache(path)
+    rows, _ = resolve_rows(spec, validated.rows, Resolver(client, cache))  # type: ignore[arg-type]
+    assert [row.opportunity_id for row in rows] == ["opp-asha"]
+    assert len(client.calls) == 1
+    cache.save()
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert stored["version"] == 1
+    assert list(stored["entries"]) == ["lead/EmailAddress/asha@example.com"]
+
+
+def test_an_unwritable_cache_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spec, validated = validated_rows(tmp_path, ["asha@example.com"])
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    cache = LookupCache(blocker / "cache" / "lookups.json")
+    rows, _ = resolve_rows(spec, validated.rows, Resolver(FakeClient(LEADS), cache))  # type: ignore[arg-type]
+    cache.save()
+    assert [row.opportunity_id for row in rows] == ["opp-asha"]
+    assert "cannot keep the look-ups" in caplog.text
 
 
 def test_refresh_ignores_what_was_kept(tmp_path: Path) -> None:

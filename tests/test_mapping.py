@@ -60,7 +60,11 @@ def test_mapping_minimal_has_defaults(tmp_path):
             MINIMAL + "activity_datetime: {column: When, timezone: Mars/Olympus}\n",
             "unknown timezone 'Mars/Olympus'",
         ),
-        (MINIMAL + "activity_datetime: {column: When, format: dd/mm/yyyy}\n", "has no strptime directive"),
+        (
+            MINIMAL + "activity_datetime: {column: When, format: dd/mm/yyyy x}\n",
+            "'x' is not part of a date form",
+        ),
+        (MINIMAL + "activity_datetime: {column: When, format: Q}\n", "write it like DD/MM/YYYY, MM/DD/YYYY"),
         (MINIMAL.replace("owner_email", "owner"), "missing key 'owner_email'"),
         (
             "activity_event: {value: abc}\nopportunity_id: {column: A}\nowner_email: {column: B}\n",

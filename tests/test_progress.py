@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 
 from importer.cli import ProgressBar
 from importer.client import Credentials
 from importer.errors import ExitStatus
 from importer.events import CancelToken, Phase, Progress
 from importer.runner import ImportConfig, run_import
-from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS
+from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Sandbox
 from importer.throttle import RateLimit
 from tests.helpers import error_rows, write_yaml
 
@@ -45,16 +46,38 @@ def _config(sandbox, tmp_path, **extra):
     )
 
 
-def test_progress_shows_calls_ahead_and_time_left_at_the_rate_limit(sandbox, tmp_path):
+def test_progress_shows_rows_and_time_left_at_the_rate_limit(sandbox, tmp_path):
     shown = io.StringIO()
     bar = ProgressBar(shown)
     result = run_import(_config(sandbox, tmp_path, on_progress=bar))
     bar.close()
     assert result.rows_posted == 60
-    # 4 calls at 10 per 102 s (the window plus its safety margin) take 41 s at the limit, however
+    screen = shown.getvalue()
+    # the account and host are named before the bar, on a line of their own
+    assert screen.startswith(f"Checking keys on {sandbox.url.removeprefix('http://')} ...\n")
+    # 4 calls at 10 per 100.5 s (the window plus its safety margin) take 40 s at the limit, however
     # quickly the first ones went: the time left comes from the limit, not from the pace so far
-    assert shown.getvalue().startswith(
-        "\r  0%|          | 0/4 calls [00:00 so far, 00:40 left at the rate limit]"
+    assert (
+        "  0%|          | 0/60 rows (posted 0, failed 0) [00:00 so far, 00:40 left at the rate limit]"
+        in screen
+    )
+    assert "| 60/60 rows (posted 60, failed 0) [" in screen
+    assert " calls" not in screen  # the bar counts rows, as the person's sheet does
+
+
+def test_progress_clock_ticks_while_no_call_completes():
+    now = [100.0]
+    shown = io.StringIO()
+    bar = ProgressBar(shown, clock=lambda: now[0], tick=0.01)
+    bar(Progress(Phase.SENDING, rows_total=50, rows_posted=25, calls_planned=2, seconds_left=95.0))
+    now[0] += 30  # half a minute with no answer: a throttle's pause, a slow call
+    for _ in range(500):  # the clock thread redraws on its own; wait for it, at most a few seconds
+        if "00:30 so far, 01:05 left" in shown.getvalue():
+            break
+        threading.Event().wait(0.01)
+    bar.close()
+    assert (
+        "| 25/50 rows (posted 25, failed 0) [00:30 so far, 01:05 left at the rate limit]" in shown.getvalue()
     )
 
 
@@ -122,3 +145,34 @@ def test_cancel_token_callbacks_run_on_each_cancel_until_removed():
     assert calls == [False, True]
     assert token.cancelled
     assert token.urgent
+
+
+def test_progress_time_left_follows_a_limit_learned_lower(tmp_path):
+    source = tmp_path / "rows.csv"
+    with source.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["Opportunity", "Owner", "PAN"])
+        for n in range(12):  # batch size 1: 12 calls
+            writer.writerow([DEFAULT_OPPORTUNITIES[n % 2], DEFAULT_USERS[0], f"ABCDE{n:04d}F"])
+    events: list[Progress] = []
+    with Sandbox(rate_limit=(4, 1.0)) as sandbox:  # the account allows 4 a second; the default is 5
+        config = ImportConfig(
+            input_path=source,
+            mapping_path=write_yaml(tmp_path, MAPPING),
+            host=sandbox.url,
+            credentials=Credentials(sandbox.access_key, sandbox.secret_key),
+            use_journal=False,
+            batch_size=1,
+            state_dir=tmp_path / "state",
+            on_progress=events.append,
+        )
+        result = run_import(config)
+    assert result.rows_posted == 12
+    assert result.throttled >= 1  # LeadSquared named its limit while the rows were being sent
+    per_call = [
+        event.seconds_left / (event.calls_planned - event.calls_done)
+        for event in events
+        if event.phase is Phase.SENDING and event.seconds_left and event.calls_done < event.calls_planned
+    ]
+    assert per_call[0] < 0.21  # 25 calls per 5 s and its margin: 0.2 s a call
+    assert per_call[-1] > 0.25  # 4 per 1 s once learned mid-run: a quarter second a call, and its margin

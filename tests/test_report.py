@@ -7,6 +7,7 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import openpyxl
@@ -21,6 +22,7 @@ from importer.errors import OutputError
 from importer.loader import load_sheet
 from importer.records import RowError, Sheet, Stage
 from importer.report import check_writable, write_error_workbook
+from tests.conftest import FAST_LIMIT, run_cli
 
 HEADERS = ["Opportunity", "Amount", "Reference", "Note"]
 ROWS = [
@@ -56,7 +58,7 @@ def calamine_rows(path: Path, sheet: str = "Errors") -> list[list[object]]:
 def single_value_workbook(tmp_path: Path, values: list[str]) -> Path:
     """One failed row per value, the value in the only original column."""
     sheet = make_sheet(["Value"], [[value] for value in values], range(2, len(values) + 2))
-    errors = [RowError(row, Stage.API, "rejected") for row in sheet.source_rows]
+    errors = [RowError(row, Stage.VALIDATION, "rejected") for row in sheet.source_rows]
     return write_error_workbook(tmp_path / "values.xlsx", sheet, errors)
 
 
@@ -84,9 +86,16 @@ def test_write_error_workbook_returns_the_path(tmp_path):
 
 
 def test_write_error_workbook_header_is_lead_columns_then_original_columns(tmp_path):
-    path = write(tmp_path, [RowError(3, Stage.API, "rejected")])
+    path = write(tmp_path, [RowError(3, Stage.VALIDATION, "not a number: 'x'", "Amount")])
     header = next(openpyxl.load_workbook(path)["Errors"].iter_rows(values_only=True))
     assert list(header) == [*LEAD, *HEADERS]
+
+
+def test_write_error_workbook_leadsquared_words_get_a_column_of_their_own(tmp_path):
+    path = write(tmp_path, [RowError(3, Stage.API, "rejected"), RowError(5, Stage.VALIDATION, "bad")])
+    header = next(openpyxl.load_workbook(path)["Errors"].iter_rows(values_only=True))
+    assert list(header) == [*LEAD, *HEADERS, "LeadSquared's message"]
+    assert [row["LeadSquared's message"] for row in error_rows(path)] == ["rejected", None]
 
 
 def test_write_error_workbook_one_row_per_failed_source_row_in_source_order(tmp_path):
@@ -100,9 +109,13 @@ def test_write_error_workbook_one_row_per_failed_source_row_in_source_order(tmp_
     rows = error_rows(write(tmp_path, errors))
     assert [row["Source Row"] for row in rows] == [2, 5, 9]
     assert rows[0]["Error Stage"] == "validation"  # the stage of the row's first error
-    assert rows[0]["Error"] == ("Amount: not a number: '12,5x'; Opportunity: unknown opportunity; never mind")
+    assert rows[0]["Error"] == (
+        "Amount: not a number: '12,5x'; Opportunity: unknown opportunity; "
+        "LeadSquared refused the row: never mind"
+    )
     assert rows[1]["Error Stage"] == "api"
-    assert rows[1]["Error"] == "Reference: Invalid value for mx_Custom_4"
+    assert rows[1]["Error"] == "Reference: LeadSquared refused the row: Invalid value for field mx_Custom_4"
+    assert rows[1]["LeadSquared's message"] == "Invalid value for mx_Custom_4"
     assert rows[2]["Error Stage"] == "not sent"
     assert rows[2]["Error"] == "not sent: the run was interrupted"
 
@@ -134,7 +147,7 @@ def test_write_error_workbook_named_cell_is_highlighted_with_the_message_as_comm
 
 
 def test_write_error_workbook_error_on_unknown_column_is_listed_not_highlighted(tmp_path):
-    errors = [RowError(3, Stage.API, "Invalid value", "mx_Custom_9")]
+    errors = [RowError(3, Stage.VALIDATION, "Invalid value", "mx_Custom_9")]
     path = write(tmp_path, errors)
     sheet = openpyxl.load_workbook(path)["Errors"]
     assert all(cell.comment is None and cell.fill.fill_type is None for cell in sheet[2])
@@ -142,7 +155,7 @@ def test_write_error_workbook_error_on_unknown_column_is_listed_not_highlighted(
 
 
 def test_write_error_workbook_header_is_bold_and_frozen_with_autofilter_over_data(tmp_path):
-    errors = [RowError(row, Stage.API, "rejected") for row in SOURCE_ROWS]
+    errors = [RowError(row, Stage.VALIDATION, "rejected") for row in SOURCE_ROWS]
     sheet = openpyxl.load_workbook(write(tmp_path, errors))["Errors"]
     assert sheet.freeze_panes == "A2"
     assert sheet.auto_filter.ref == "A1:G5"
@@ -177,8 +190,8 @@ def test_write_error_workbook_row_missing_from_sheet_keeps_blank_originals(tmp_p
 
 def test_write_error_workbook_of_an_error_workbook_gets_fresh_lead_columns(tmp_path):
     """A fixed workbook that fails again comes back without a stale, repeated set."""
-    headers = [*LEAD, "Opportunity", "Amount"]
-    sheet = make_sheet(headers, [["2", "validation", "old message", "OPP-1", "1x"]], [2])
+    headers = [*LEAD, "Opportunity", "Amount", "LeadSquared's message"]
+    sheet = make_sheet(headers, [["2", "validation", "old message", "OPP-1", "1x", "old words"]], [2])
     path = write(tmp_path, [RowError(2, Stage.VALIDATION, "still bad", "Amount")], sheet)
     assert error_rows(path) == [
         {
@@ -231,59 +244,190 @@ def test_write_error_workbook_summary_counts_rows_per_stage_with_total(tmp_path)
         RowError(9, Stage.UNKNOWN, "timed out"),
     ]
     rows = summary_rows(write(tmp_path, errors))
-    start = rows.index(("Error Stage", "Rows", None))
-    assert rows[start + 1 : start + 7] == [
-        ("validation", 1, None),
-        ("lookup", 0, None),
-        ("api", 2, None),
-        ("unknown", 1, None),
-        ("not sent", 0, None),
-        ("Total", 4, None),
+    start = rows.index(("Error Stage", "Rows", None, None, None))
+    assert [row[:2] for row in rows[start + 1 : start + 7]] == [
+        ("validation", 1),
+        ("lookup", 0),
+        ("api", 2),
+        ("unknown", 1),
+        ("not sent", 0),
+        ("Total", 4),
     ]
 
 
-def test_write_error_workbook_summary_counts_messages_most_frequent_first(tmp_path):
+PROBLEMS = ("Column", "Rows", "Problem", "Example", "Error Stage")
+
+
+def problem_rows(path: Path) -> list[tuple]:
+    rows = summary_rows(path)
+    return rows[rows.index(PROBLEMS) + 1 :]
+
+
+def test_write_error_workbook_summary_groups_by_column_and_problem_most_rows_first(tmp_path):
+    """A wrong date format on 190 rows is one line, not 190: the values are left out of the problem."""
+    rows = [[f"OPP-{n}", "x", "", ""] for n in range(200)]
+    sheet = make_sheet(HEADERS, rows, range(2, 202))
     errors = [
-        RowError(2, Stage.VALIDATION, "bad", "Amount"),
-        RowError(2, Stage.VALIDATION, "bad", "Amount"),  # counted once for the row
-        RowError(3, Stage.API, "rejected"),
-        RowError(5, Stage.API, "rejected"),
-        RowError(9, Stage.API, "rejected"),
-        RowError(9, Stage.UNKNOWN, "timed out"),
+        RowError(row, Stage.VALIDATION, f"not a date in the form DD/MM/YYYY: '{row}/13/2024'", "Amount")
+        for row in range(2, 192)
     ]
-    rows = summary_rows(write(tmp_path, errors))
-    start = rows.index(("Error", "Error Stage", "Rows"))
-    assert rows[start + 1 :] == [
-        ("rejected", "api", 3),
-        ("Amount: bad", "validation", 1),
-        ("timed out", "unknown", 1),
-        ("Total", None, 5),
+    errors += [RowError(row, Stage.VALIDATION, f"not a number: '{row}x'", "Reference") for row in (192, 193)]
+    errors += [RowError(2, Stage.VALIDATION, "not a date in the form DD/MM/YYYY: '2/13/2024'", "Amount")]
+    errors += [RowError(194, Stage.NOT_SENT, "not sent: the run was interrupted")]
+    path = write_error_workbook(tmp_path / "v.xlsx", sheet, errors, labels={"Amount": "Due (mx_Custom_3)"})
+    assert problem_rows(path) == [
+        ("Due (mx_Custom_3)", 190, "not a date in the form DD/MM/YYYY", "2/13/2024", "validation"),
+        ("Reference", 2, "not a number", "192x", "validation"),
+        ("(the whole row)", 1, "not sent: the run was interrupted", None, "not sent"),
+        ("Total", 193, None, None, None),
     ]
+
+
+def test_write_error_workbook_summary_has_totals_and_how_to_fix(tmp_path):
+    path = write_error_workbook(
+        tmp_path / "visits.errors.xlsx",
+        make_sheet(),
+        [RowError(3, Stage.API, "rejected"), RowError(5, Stage.VALIDATION, "bad", "Amount")],
+        totals=report.Totals(rows_total=200, posted=190, skipped=8),
+    )
+    rows = summary_rows(path)
+    assert rows[0][0] == "Input file: visits.xlsx, sheet Visits"
+    assert [row[:2] for row in rows[1:5]] == [
+        ("Rows in the file", 200),
+        ("Posted to LeadSquared", 190),
+        ("Skipped: already in LeadSquared", 8),
+        ("Failed or not sent: the rows of this workbook", 2),
+    ]
+    steps = rows[rows.index(("How to fix and re-upload", None, None, None, None)) + 1 :][:3]
+    assert [step[0][:3] for step in steps] == ["1. ", "2. ", "3. "]
+    assert "lsq-import run visits.errors.xlsx" in steps[2][0]
 
 
 def test_write_error_workbook_summary_names_the_input(tmp_path):
     rows = summary_rows(write(tmp_path, [RowError(2, Stage.API, "x")]))
-    assert rows[0] == ("Input file", "visits.xlsx, sheet Visits", None)
+    assert rows[0][0] == "Input file: visits.xlsx, sheet Visits"
 
 
-def test_write_error_workbook_summary_folds_rare_messages_past_the_limit(tmp_path, monkeypatch):
+def test_write_error_workbook_summary_folds_rare_problems_past_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "MAX_SUMMARY_MESSAGES", 2)
-    errors = [RowError(row, Stage.VALIDATION, f"not a number: '{row}'") for row in SOURCE_ROWS]
-    errors.append(RowError(3, Stage.API, "rejected"))
-    errors.append(RowError(5, Stage.API, "rejected"))
-    rows = summary_rows(write(tmp_path, errors))
-    start = rows.index(("Error", "Error Stage", "Rows"))
-    assert rows[start + 1 :] == [
-        ("rejected", "api", 2),
-        ("not a number: '2'", "validation", 1),
-        ("... 3 more distinct messages, each on fewer rows", None, 3),
-        ("Total", None, 6),
+    errors = [RowError(row, Stage.VALIDATION, f"problem {row}") for row in SOURCE_ROWS]
+    errors.append(RowError(3, Stage.VALIDATION, "common"))
+    errors.append(RowError(5, Stage.VALIDATION, "common"))
+    assert problem_rows(write(tmp_path, errors)) == [
+        ("(the whole row)", 2, "common", None, "validation"),
+        ("(the whole row)", 1, "problem 2", None, "validation"),
+        (None, 3, "... 3 more problems, each on fewer rows", None, None),
+        ("Total", 6, None, None, None),
     ]
+
+
+# Plain words
+
+
+def test_write_error_workbook_names_fields_by_label_and_keeps_leadsquared_words_apart(tmp_path):
+    sheet = make_sheet(["Opportunity", "Owner", "PAN"], [["OPP-1", "a@x.com", ""]], [2])
+    errors = [
+        RowError(2, Stage.VALIDATION, "is empty, but a value is required", "PAN"),
+        RowError(
+            2,
+            Stage.API,
+            "MXInvalidInputException: Opportunity OPP-1 does not exist or you do not have access to it",
+            "Opportunity",
+        ),
+        RowError(2, Stage.API, "MXInvalidActivityFieldsException: Invalid value for mx_Custom_1"),
+    ]
+    path = write_error_workbook(
+        tmp_path / "e.xlsx", sheet, errors, labels={"PAN": "PAN Number (mx_Custom_1)"}
+    )
+    (row,) = error_rows(path)
+    assert row["Error"] == (
+        "PAN Number (mx_Custom_1): is empty, but a value is required; "
+        "Opportunity: LeadSquared has no opportunity 'OPP-1' that these keys can see: check the opportunity id; "
+        "LeadSquared refused the row: Invalid value for PAN Number (mx_Custom_1)"
+    )
+    assert "Exception" not in row["Error"]
+    assert row["LeadSquared's message"] == (
+        "MXInvalidInputException: Opportunity OPP-1 does not exist or you do not have access to it; "
+        "MXInvalidActivityFieldsException: Invalid value for mx_Custom_1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("said", "plain"),
+    [
+        (
+            "ActivityOwnerEmail 'old@x.com' is not a user of this account",
+            "'old@x.com' is not a user of this LeadSquared account: use the email of an active user",
+        ),
+        ("Invalid value 'abc' for mx_Custom_2 (Number)", "LeadSquared does not take 'abc' as a Number value"),
+        (
+            "Field 'mx_Custom_9' does not exist on activity type 201",
+            "activity type 201 has no field mx_Custom_9: check the mapping",
+        ),
+        (
+            "MXInvalidEntityReferenceException: Lead not found",
+            "the opportunity's lead is no longer in LeadSquared (deleted or merged)",
+        ),
+        (
+            "Invalid ActivityDateTime '2024': expected UTC",
+            "LeadSquared refused the row: Invalid the activity date '2024': expected UTC",
+        ),
+    ],
+)
+def test_write_error_workbook_words_leadsquared_messages_plainly(tmp_path, said, plain):
+    (row,) = error_rows(write(tmp_path, [RowError(3, Stage.API, said)]))
+    assert row["Error"] == plain
+
+
+def test_write_error_workbook_strptime_codes_in_a_message_are_shown_as_people_write_them(tmp_path):
+    (row,) = error_rows(write(tmp_path, [RowError(3, Stage.VALIDATION, "expected '%d/%m/%Y %H:%M'")]))
+    assert row["Error"] == "expected 'DD/MM/YYYY HH:mm'"
+
+
+# How it shows and prints
+
+
+def test_write_error_workbook_error_column_is_wide_and_wrapped(tmp_path):
+    message = "a long message " * 20
+    sheet = openpyxl.load_workbook(write(tmp_path, [RowError(3, Stage.VALIDATION, message, "Amount")]))[
+        "Errors"
+    ]
+    assert sheet.column_dimensions["C"].width >= 50
+    assert sheet["C2"].alignment.wrap_text
+    assert sheet["C2"].value == f"Amount: {message}"  # whole, never cut
+    assert sheet.row_dimensions[2].height >= 15 * 5  # room for its lines
+
+
+def test_write_error_workbook_prints_landscape_fitted_to_the_width(tmp_path):
+    book = openpyxl.load_workbook(write(tmp_path, [RowError(3, Stage.VALIDATION, "x", "Amount")]))
+    for sheet in book:
+        assert sheet.page_setup.orientation == "landscape"
+        assert (sheet.page_setup.fitToWidth, sheet.page_setup.fitToHeight) == (1, 0)
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage
+    assert book["Errors"].print_title_rows == "$1:$1"
+
+
+def test_write_error_workbook_comments_are_anchored_beside_their_cells(tmp_path):
+    """LibreOffice places a comment by its Anchor: without one every box stacks at the top left."""
+    errors = [RowError(2, Stage.VALIDATION, "bad", "Amount"), RowError(5, Stage.VALIDATION, "bad", "Note")]
+    with zipfile.ZipFile(write(tmp_path, errors)) as package:
+        (vml,) = [name for name in package.namelist() if name.endswith(".vml")]
+        shapes = ET.fromstring(package.read(vml)).iter("{urn:schemas-microsoft-com:vml}shape")
+        excel = "{urn:schemas-microsoft-com:office:excel}"
+        anchors = []
+        for shape in shapes:
+            data = shape.find(f"{excel}ClientData")
+            row, column = int(data.find(f"{excel}Row").text), int(data.find(f"{excel}Column").text)
+            anchor = [int(n) for n in data.find(f"{excel}Anchor").text.split(",")]
+            anchors.append((row, column, anchor[0], anchor[2]))
+    # zero-based: Amount is column E (4) on row 2 (1); Note is column G (6) on row 3 (2)
+    assert anchors == [(1, 4, 5, 1), (2, 6, 7, 2)]
 
 
 def test_write_error_workbook_summary_header_is_bold(tmp_path):
     sheet = openpyxl.load_workbook(write(tmp_path, [RowError(2, Stage.API, "x")]))["Summary"]
     header = next(row for row in sheet.iter_rows() if row[0].value == "Error Stage")
+    assert sheet["A1"].font.b
     assert all(cell.font.b for cell in header[:2])
     assert sheet.column_dimensions["A"].width >= len("Input file")
 
@@ -356,7 +500,7 @@ def test_write_error_workbook_unstorable_characters_are_replaced_and_reported(tm
 
 def test_write_error_workbook_control_characters_in_headers_and_messages_survive(tmp_path):
     sheet = make_sheet(["Na\x01me"], [["x"]], [2])
-    path = write(tmp_path, [RowError(2, Stage.API, "bad \x02 reply", "Na\x01me")], sheet)
+    path = write(tmp_path, [RowError(2, Stage.VALIDATION, "bad \x02 reply", "Na\x01me")], sheet)
     assert calamine_rows(path)[0][3] == "Na\x01me"
     assert openpyxl.load_workbook(path)["Errors"]["D2"].comment.text == "bad _x0002_ reply"
 
@@ -495,3 +639,63 @@ def test_check_writable_unwritable_folder_raises_output_error(tmp_path, monkeypa
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(OutputError, match="Permission denied"):
         check_writable(tmp_path / "errors.xlsx")
+
+
+# Where a person meets it: the workbook of a real import, through the CLI against the sandbox
+
+
+def _sample_run(tmp_path: Path, env: dict[str, str], command: str) -> Path:
+    workbook = tmp_path / "activities.errors.xlsx"
+    package = resources.files("importer")
+    result = run_cli(
+        command,
+        str(package / "sample_data" / "activities.csv"),
+        "--mapping",
+        str(package / "mappings" / "example.yaml"),
+        "--errors",
+        workbook,
+        "--rate-limit",
+        FAST_LIMIT,
+        "--no-progress",
+        *(["--settle-time", "0"] if command == "run" else []),
+        env=env,
+    )
+    assert result.code == 1, result.output
+    return workbook
+
+
+def test_run_workbook_names_fields_by_display_name_and_sums_up_the_run(tmp_path, env):
+    workbook = _sample_run(tmp_path, env, "run")
+    rows = {row["Source Row"]: row for row in error_rows(workbook)}
+    assert (
+        rows[89]["Error"] == "PAN Number (mx_Custom_1): is empty, but a value is required"
+    )  # the account's name
+    assert rows[68]["Error"] == "Due Date (mx_Custom_3): not a date in the form DD/MM/YYYY: '31/02/2024'"
+    assert rows[167]["Error"] == (
+        "Opportunity ID: LeadSquared has no opportunity '40ccba04-baf8-533b-a52f-61d1f7728d28' that these "
+        "keys can see: check the opportunity id"
+    )
+    assert rows[167]["LeadSquared's message"].startswith("MXInvalidInputException: Opportunity 40ccba04")
+    assert not any("Exception" in row["Error"] or "%" in row["Error"] for row in rows.values())
+    summary = summary_rows(workbook)
+    assert [row[:2] for row in summary[1:5]] == [
+        ("Rows in the file", 200),
+        ("Posted to LeadSquared", 190),
+        ("Skipped: already in LeadSquared", 0),
+        ("Failed or not sent: the rows of this workbook", 10),
+    ]
+    problems = problem_rows(workbook)
+    assert problems[0][:3] == (
+        "Opportunity ID",
+        2,
+        "LeadSquared has no opportunity '...' that these keys can see: check the opportunity id",
+    )
+    assert problems[-1] == ("Total", 10, None, None, None)
+
+
+def test_offline_validate_workbook_names_fields_by_their_column(tmp_path, env):
+    workbook = _sample_run(tmp_path, env, "validate")
+    rows = {row["Source Row"]: row for row in error_rows(workbook)}
+    assert rows[89]["Error"] == "PAN (mx_Custom_1): is empty, but a value is required"
+    assert "LeadSquared's message" not in rows[89]
+    assert summary_rows(workbook)[2][0] == "Posted (validate only: nothing is sent)"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +234,29 @@ def test_limits_path_is_one_file_per_host_and_org(tmp_path):
     assert a == limits_path(tmp_path, "api-in21.leadsquared.com", "10001")
     assert a != limits_path(tmp_path, "api-in21.leadsquared.com", "10002")
     assert a.parent == tmp_path / "limits"
+
+
+def test_a_shared_state_file_that_fails_mid_run_leaves_the_run_limited_in_memory(tmp_path, caplog):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    limiter, _told = account_limiter(path, clock, RateLimit(5, 1.0))
+    limiter.lower_to(RateLimit(2, 1.0), source="test")
+    limiter._db.execute("PRAGMA query_only = 1")  # the file turns read-only (or the disk fills) mid-run
+    times = starts(limiter, clock, 6)  # no sqlite3 error escapes to the sender's threads
+    assert limiter.path is None
+    assert "cannot be used" in caplog.text
+    assert str(path) in caplog.text
+    for i in range(len(times) - 2):
+        assert times[i + 2] - times[i] >= 1.0 - 1e-9  # the limit LeadSquared named still holds
+    limiter.pause(1.0)  # and a throttle, an answer and the close still work
+    limiter.answered()
+    limiter.close()
+
+
+def test_a_state_file_that_cannot_be_opened_leaves_the_limiter_in_memory(caplog):
+    clock = FakeClock()
+    limiter = AccountLimiter(RateLimit(3, 1.0), margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter.attach(Path("/proc/self/limits/a.sqlite"))  # root may write anywhere else
+    assert limiter.path is None
+    assert "cannot be used" in caplog.text
+    assert starts(limiter, clock, 4)[-1] == pytest.approx(101.0)

@@ -80,7 +80,7 @@ def test_a_daily_cap_stops_the_run_at_once_and_leaves_the_rest_not_sent(tmp_path
     with Sandbox(rate_limit=(100, 1.0), daily_limit=12, faults=Faults(throttle_status=403)) as sandbox:
         env = environment(sandbox, tmp_path)
         path = write_csv(tmp_path / "a.csv", rows)
-        first = run(path, mapping, env, "--rate-limit", "100/1")
+        first = run(path, mapping, env, "--rate-limit", "100/1", "--concurrency", "8")
         assert first.code == 3, first.output
         assert "quota is spent" in first.err
         assert "rows left are not sent" in first.err

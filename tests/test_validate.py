@@ -57,7 +57,7 @@ def test_validate_turns_a_good_row_into_the_wire_body(mapping):
         "ActivityDateTime": "2024-03-26 14:15:00",  # 19:45 in Kolkata is 14:15 UTC
         "Fields": [
             {"SchemaName": "mx_Custom_1", "Value": "00123"},
-            {"SchemaName": "mx_Custom_2", "Value": "12.50"},
+            {"SchemaName": "mx_Custom_2", "Value": "12.5"},
             {"SchemaName": "mx_Custom_3", "Value": "2024-03-31 00:00:00"},
             {"SchemaName": "mx_Custom_7", "Value": "true"},
             {"SchemaName": "mx_Custom_5", "Value": "Imported"},
@@ -75,7 +75,7 @@ def test_validate_turns_a_good_row_into_the_wire_body(mapping):
         ({"Owner": ""}, "Owner", "is empty"),
         ({"Amount": "12,5x"}, "Amount", "not a number: '12,5x'"),
         ({"Amount": "NaN"}, "Amount", "not a number"),
-        ({"Due": "31/02/2024"}, "Due", "not a date in the format '%d/%m/%Y' or ISO: '31/02/2024'"),
+        ({"Due": "31/02/2024"}, "Due", "not a date in the form DD/MM/YYYY: '31/02/2024'"),
         ({"When": "yesterday"}, "When", "not a date"),
         ({"Flag": "maybe"}, "Flag", "not a yes/no value: 'maybe'"),
         ({"Ref": "  "}, "Ref", "is empty, but a value is required"),
@@ -98,7 +98,10 @@ def test_validate_collects_every_error_of_a_row(mapping):
 @pytest.mark.parametrize(
     ("raw", "sent"),
     [
-        ("1,234.50", "1234.50"),
+        ("1,234.50", "1234.5"),
+        ("12.50", "12.5"),  # one value however it was written: Excel re-exports 12.50 as 12.5
+        ("100.00", "100"),
+        ("-0.0", "0"),
         ("+5", "5"),
         (".5", "0.5"),
         ("-3", "-3"),

@@ -18,15 +18,17 @@ from pathlib import Path
 import openpyxl
 import pytest
 import requests
+import yaml
 from starlette.testclient import TestClient
 
 from importer.account import MetadataSettings
-from importer.client import Credentials
+from importer.client import OPPORTUNITIES_BY_LEAD_FIELD_PATH, Credentials
 from importer.sandbox import DEFAULT_OPPORTUNITIES, Faults, Sandbox
 from importer.throttle import RateLimit
 from importer.web.app import Settings, WebApp
 from tests.conftest import REPO, run_cli
 from tests.data.bad import make_bad
+from tests.helpers import write_csv
 
 SAMPLE = REPO / "importer" / "sample_data" / "activities.csv"
 TOKEN = "test-token-for-this-start"
@@ -282,6 +284,20 @@ def test_a_mapping_name_that_is_a_path_is_refused(page):
     assert not list(page.root.rglob("x.yaml"))
 
 
+@pytest.mark.parametrize("action", ["preview", "start", "cancel"])
+def test_every_form_of_an_import_refuses_an_unknown_import_and_a_stale_form(page, action):
+    response = page.client.post(f"/imports/20240101-000000-abcdef/{action}", data={"csrf": page.csrf})
+    assert response.status_code == 404
+    assert "There is no such import." in problem(response.text)
+    import_id = page.import_id(page.upload(SAMPLE))
+    response = page.client.post(f"/imports/{import_id}/{action}", data={"csrf": "from another site"})
+    assert response.status_code == 403
+    assert "Reload the page and try again" in problem(response.text)
+    assert response.headers["X-Frame-Options"] == "DENY"  # still answered through the guard
+    assert page.web.store.get(import_id).status == "uploaded"
+    assert page.sandbox.stats.bulk_calls == 0
+
+
 def test_an_unknown_import(page):
     response = page.client.get("/imports/20240101-000000-abcdef")
     assert response.status_code == 404
@@ -506,3 +522,209 @@ def test_the_upload_itself_is_never_served_back(page):
     for path in ("upload.csv", "state.json", "../state.json"):
         assert page.client.get(f"/imports/{import_id}/{path}").status_code == 404
     assert page.client.get("/static/../web/imports").status_code == 404
+
+
+# --- the opportunity found from the lead (issue 13) -------------------------------------------
+
+OWNER = "asha.rao@example.com"
+# (customer email as written, where it posts): leads 1 and 2 have one opportunity of type 12000,
+# lead 46 two of it, lead 55 none at all, and no lead has nobody@example.com
+EMAIL_ROWS = [
+    ("customer1@example.com", DEFAULT_OPPORTUNITIES[0]),
+    (" Customer2@Example.com", DEFAULT_OPPORTUNITIES[1]),
+    ("CUSTOMER1@example.com", DEFAULT_OPPORTUNITIES[0]),
+    ("customer46@example.com", None),
+    ("customer55@example.com", None),
+    ("nobody@example.com", None),
+]
+
+
+def email_sheet(folder: Path, rows: list[tuple[str, str | None]] = EMAIL_ROWS) -> Path:
+    """A sales export: the customer's email, no opportunity id."""
+    return write_csv(
+        folder / "visits by email.csv",
+        [
+            {"Customer Email": email, "Owner Email": OWNER, "PAN": f"ABCDE{n:04d}F"}
+            for n, (email, _where) in enumerate(rows, start=1)
+        ],
+    )
+
+
+def lookup_form(page: Page, html: str, **changes: str) -> dict[str, str]:
+    """The build form as a person submits it after choosing the look-up and typing the type's code."""
+    form = {"csrf": page.csrf, "use": "built", **selected(html), "event": "201", "save_as": "by email"}
+    return {**form, "opportunity_source": "lookup", "lookup_opportunity_type": "12000", **changes}
+
+
+def lookups_made(sandbox: Sandbox) -> int:
+    return sum(1 for r in sandbox.request_log if r.path == OPPORTUNITIES_BY_LEAD_FIELD_PATH)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "lead_field"),
+    [
+        ("Customer Email", "customer1@example.com", "EmailAddress"),
+        ("Customer Mobile", "98765 43210", "Mobile"),
+        ("Phone", "+91-9876543210", "Phone"),
+    ],
+)
+def test_a_sheet_without_opportunity_ids_preselects_the_lookup(page, header, value, lead_field):
+    sheet = write_csv(page.root / "sheet.csv", [{header: value, "Owner Email": OWNER, "PAN": "ABCDE1234F"}])
+    html = page.upload(sheet).text
+    assert re.search(r'id="source_lookup"[^>]*checked', html)
+    assert not re.search(r'id="source_column"[^>]*checked', html)
+    form = selected(html)
+    assert form["lookup_lead_field"] == lead_field
+    assert form["lookup_column"] == header
+    assert form["owner_email"] == "Owner Email"  # the owner's email is never the one looked up
+
+
+def test_a_sheet_with_opportunity_ids_keeps_the_column(page):
+    html = page.upload(SAMPLE).text
+    assert re.search(r'id="source_column"[^>]*checked', html)
+    assert selected(html)["opportunity_id"] == "Opportunity ID"
+    for label in (
+        "Look up the lead by",
+        "Column with the lead's email or phone",
+        "Opportunity type code",
+        "Take the newest when a lead has several of this type",
+    ):  # every control of the choice has its label, tied to it by id
+        assert re.search(rf'<label for="[^"]+">{re.escape(label)}</label>', unescape(html)), label
+
+
+def test_an_email_lookup_posts_to_each_leads_opportunity_and_shows_the_failed_lookups(page):
+    response = page.upload(email_sheet(page.root))
+    import_id = page.import_id(response)
+    response = page.client.post(f"/imports/{import_id}/preview", data=lookup_form(page, response.text))
+    assert response.status_code == 200, problem(response.text)
+    saved = yaml.safe_load((page.root / "mappings" / "by email.yaml").read_text(encoding="utf-8"))
+    assert saved["opportunity_id"] == {
+        "lookup": {"lead_field": "EmailAddress", "column": "Customer Email", "opportunity_type": 12000}
+    }
+    preview = unescape(response.text)
+    assert "Ready to import</dt><dd>3<" in preview
+    assert "Rows with problems</dt><dd>3<" in preview
+    assert "found from the lead: 5 look-up calls" in preview  # one per distinct customer
+    assert DEFAULT_OPPORTUNITIES[0] in preview  # the rows as sent carry the opportunity found
+    assert lookups_made(page.sandbox) == 5
+    assert page.sandbox.stats.bulk_calls == 0
+
+    page.client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+    page.web.runner.wait(import_id, 60)
+    expected = sorted(where for _email, where in EMAIL_ROWS if where)
+    assert sorted(a.opportunity_id for a in page.sandbox.activities()) == expected
+    assert lookups_made(page.sandbox) == 5  # the import used what the preview found
+    results = unescape(page.client.get(f"/imports/{import_id}").text)
+    assert re.search(r"Posted</dt><dd>3<", results)
+    failed = lookup_rows(results)
+    assert [row for row, _column, _message, _stage in failed] == ["5", "6", "7"]
+    assert {(column, stage) for _row, column, _message, stage in failed} == {
+        ("Customer Email", "no single opportunity found")
+    }
+    messages = [message for _row, _column, message, _stage in failed]
+    assert "has 2 opportunities of type 12000" in messages[0]
+    assert "tick 'Take the newest when a lead has several of this type'" in messages[0]
+    assert messages[1].startswith("no lead with email address 'customer55@example.com' has an opportunity")
+    assert messages[2].startswith("no lead with email address 'nobody@example.com'")
+    workbook = openpyxl.load_workbook(
+        io.BytesIO(page.client.get(f"/imports/{import_id}/errors.xlsx").content)
+    )
+    stages = [row[1] for row in workbook.worksheets[0].iter_rows(min_row=2, values_only=True)]
+    assert stages == ["lookup", "lookup", "lookup"]
+
+
+def test_pick_newest_posts_a_lead_with_two_opportunities_to_the_newest(page):
+    rows = [("customer46@example.com", DEFAULT_OPPORTUNITIES[91])]  # 92 was created after 91
+    response = page.upload(email_sheet(page.root, rows))
+    import_id = page.import_id(response)
+    form = lookup_form(page, response.text, lookup_pick="newest")
+    response = page.client.post(f"/imports/{import_id}/preview", data=form)
+    assert "Ready to import</dt><dd>1<" in response.text, problem(response.text)
+    saved = yaml.safe_load((page.root / "mappings" / "by email.yaml").read_text(encoding="utf-8"))
+    assert saved["opportunity_id"]["lookup"]["pick"] == "newest"
+    page.client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+    page.web.runner.wait(import_id, 60)
+    assert [a.opportunity_id for a in page.sandbox.activities()] == [DEFAULT_OPPORTUNITIES[91]]
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"lookup_opportunity_type": ""}, "opportunity type's code"),
+        ({"lookup_opportunity_type": "12k"}, "opportunity type's code"),
+        ({"lookup_column": ""}, "column that holds the lead's email or phone"),
+        ({"lookup_lead_field": "ProspectID"}, "what to look the lead up by"),
+    ],
+)
+def test_an_incomplete_lookup_is_refused_with_what_to_choose(page, changes, says):
+    response = page.upload(email_sheet(page.root))
+    form = lookup_form(page, response.text, **changes)
+    response = page.client.post(f"/imports/{page.import_id(response)}/preview", data=form)
+    assert response.status_code == 422
+    assert says in unescape(problem(response.text))
+    assert not (page.root / "mappings" / "by email.yaml").exists()
+    assert lookups_made(page.sandbox) == 0
+
+
+def lookup_rows(html: str) -> list[tuple[str, ...]]:
+    """The rows of the page's problem table whose stage is the look-up: (row, column, problem, stage)."""
+    table = re.search(r'<table class="errors".*?</table>', html, re.S)
+    assert table, "no table of row problems"
+    cells = [
+        tuple(re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", line, re.S))
+        for line in re.findall(r"<tr>(.*?)</tr>", table.group(0), re.S)
+    ]
+    return [cell for cell in cells if cell and cell[3] == "no single opportunity found"]
+
+
+def test_a_refused_lookup_keeps_what_the_person_chose(page):
+    sheet = write_csv(
+        page.root / "both.csv",
+        [
+            {
+                "Opportunity ID": "",
+                "Customer Email": "customer1@example.com",
+                "Owner Email": OWNER,
+                "PAN": "P1",
+            }
+        ],
+    )
+    response = page.upload(sheet)
+    assert re.search(r'id="source_column"[^>]*checked', response.text)  # a column of ids is guessed
+    import_id = page.import_id(response)
+    form = lookup_form(
+        page, response.text, lookup_column="Customer Email", lookup_pick="newest", save_as="mine"
+    )
+    form["lookup_opportunity_type"] = ""
+    response = page.client.post(f"/imports/{import_id}/preview", data=form)
+    assert response.status_code == 422
+    html = response.text
+    assert "opportunity type&#39;s code" in problem(html)
+    assert re.search(r'id="source_lookup"[^>]*checked', html)  # not back to the guess
+    assert selected(html)["lookup_column"] == "Customer Email"
+    assert re.search(r'id="lookup_pick"[^>]*checked', html)
+    assert 'id="save_as" name="save_as" size="45" required value="mine"' in html
+    response = page.client.post(
+        f"/imports/{import_id}/preview", data={**lookup_form(page, html), "save_as": "mine"}
+    )
+    assert "Ready to import</dt><dd>1<" in response.text, problem(response.text)
+    saved = yaml.safe_load((page.root / "mappings" / "mine.yaml").read_text(encoding="utf-8"))
+    assert saved["opportunity_id"]["lookup"]["column"] == "Customer Email"
+
+
+def test_a_mobile_lookup_reads_the_numbers_in_their_written_forms(page):
+    mobiles = ["9000000001", "+91 90000 00001", "090000-00002"]  # leads 1, 1 and 2
+    sheet = write_csv(
+        page.root / "by mobile.csv",
+        [{"Mobile": m, "Owner Email": OWNER, "PAN": f"ABCDE000{n}F"} for n, m in enumerate(mobiles)],
+    )
+    response = page.upload(sheet)
+    import_id = page.import_id(response)
+    assert selected(response.text)["lookup_lead_field"] == "Mobile"
+    response = page.client.post(f"/imports/{import_id}/preview", data=lookup_form(page, response.text))
+    assert "found from the lead: 2 look-up calls" in response.text, problem(response.text)
+    page.client.post(f"/imports/{import_id}/start", data={"csrf": page.csrf})
+    page.web.runner.wait(import_id, 60)
+    assert sorted(a.opportunity_id for a in page.sandbox.activities()) == sorted(
+        [DEFAULT_OPPORTUNITIES[0], DEFAULT_OPPORTUNITIES[0], DEFAULT_OPPORTUNITIES[1]]
+    )

@@ -1,7 +1,8 @@
 """End-to-end: the web page in a real headless Chromium (Debian's `chromium` and `chromium-driver`).
 
 Upload the sample, build the mapping on the page, preview, import against the sandbox, download
-the error workbook, fix it, upload it again, and check what the sandbox stored. A screenshot of
+the error workbook, fix it, upload it again, and check what the sandbox stored; and a sheet keyed
+by the customer's email, its opportunities found from the lead. A screenshot of
 each step is kept in tests/artifacts/web/ (git-ignored) for a person to look at.
 """
 
@@ -20,7 +21,7 @@ import uvicorn
 from importer.sandbox import Faults, Sandbox
 from importer.throttle import RateLimit
 from tests.conftest import REPO
-from tests.test_web import SAMPLE, TOKEN, make_web
+from tests.test_web import EMAIL_ROWS, SAMPLE, TOKEN, email_sheet, make_web
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -86,14 +87,19 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 def shot(driver: webdriver.Chrome, name: str) -> None:
     """A full-page PNG of what the person sees now."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(800, min(int(height) + 40, 6000)))
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1280, max(800, min(height + 40, 6000)))
+    short = height - int(driver.execute_script("return window.innerHeight"))  # the window's own bars
+    if short > 0:
+        driver.set_window_size(1280, min(height + 40 + short, 6000))
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
     driver.set_window_size(1280, 1000)
 
 
 def by_label(driver: webdriver.Chrome, text: str) -> object:
-    label = driver.find_element(By.XPATH, f"//label[normalize-space(text())='{text}']")
+    quoted = f'"{text}"' if "'" in text else f"'{text}'"  # an XPath 1.0 literal cannot escape its quote
+    label = driver.find_element(By.XPATH, f"//label[normalize-space(text())={quoted}]")
     return driver.find_element(By.ID, label.get_attribute("for"))
 
 
@@ -183,3 +189,48 @@ def test_upload_map_preview_import_download_fix_and_reupload(server, browser):
     browser.get(url + "/")
     shot(browser, "09-history")
     assert len(browser.find_elements(By.XPATH, "//table[contains(@class,'history')]/tbody/tr")) == 2
+
+
+def test_a_sheet_keyed_by_email_is_imported_with_the_lookup_chosen_by_keyboard(server, browser):
+    url, sandbox, root = server
+    browser.get(f"{url}/?token={TOKEN}")
+    by_label(browser, "Spreadsheet").send_keys(str(email_sheet(root)))
+    button(browser, "Upload").click()
+    heading(browser, "Match the columns")
+    column_way, lookup_way = (
+        by_label(browser, "The sheet has the opportunity ID"),
+        by_label(browser, "Find it from the lead's email or phone"),
+    )
+    assert lookup_way.is_selected()  # proposed: no column looks like opportunity ids
+    column_way.send_keys(Keys.SPACE)  # a person who changes their mind, by keyboard
+    assert not by_label(browser, "Opportunity type code").is_enabled()
+    lookup_way.send_keys(Keys.SPACE)
+    assert lookup_way.is_selected()
+    assert not by_label(browser, "Opportunity ID").is_enabled()  # the other way's controls step aside
+    Select(by_label(browser, "Look up the lead by")).select_by_visible_text("Email address")
+    lead_column = Select(by_label(browser, "Column with the lead's email or phone"))
+    assert lead_column.first_selected_option.text == "Customer Email"
+    by_label(browser, "Opportunity type code").send_keys("12000")
+    name = by_label(browser, "Save this mapping as")
+    name.clear()
+    name.send_keys("Visits by email")
+    shot(browser, "11-lookup-mapping")
+    name.send_keys(Keys.ENTER)  # submits the form, as Enter in a text field does
+
+    heading(browser, "Preview")
+    stages = browser.find_elements(By.XPATH, "//table[@id='row-errors']/tbody/tr/td[4]")
+    assert [td.text for td in stages] == ["no single opportunity found"] * 3
+    assert "5 look-up calls" in browser.find_element(By.TAG_NAME, "main").text
+    assert sandbox.stats.bulk_calls == 0
+    shot(browser, "12-lookup-preview")
+    button(browser, "Import").send_keys(Keys.ENTER)
+    heading(browser, "Results")
+    shot(browser, "13-lookup-results")
+    expected = sorted(where for _email, where in EMAIL_ROWS if where)
+    assert sorted(a.opportunity_id for a in sandbox.activities()) == expected
+    rows = browser.find_elements(By.XPATH, "//table[@id='row-errors']/tbody/tr")
+    assert [row.find_element(By.XPATH, "td[1]").text for row in rows] == ["5", "6", "7"]
+    assert "has 2 opportunities of type 12000" in rows[0].text
+    saved = (root / "mappings" / "Visits by email.yaml").read_text(encoding="utf-8")
+    assert "lookup:" in saved
+    assert "lead_field: EmailAddress" in saved

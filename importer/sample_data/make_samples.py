@@ -137,7 +137,7 @@ BAD_KINDS = {
         "Due Date",
         "31/02/2024",
         "validation",
-        "not a date in the format '%d/%m/%Y' or ISO: '31/02/2024'",
+        "not a date in the form DD/MM/YYYY: '31/02/2024'",
     ),
     "missing_pan": (
         "PAN",

@@ -68,6 +68,7 @@ So leads 1..45 have one opportunity of each type, and lead 46 two of type 12000.
   `p_partial` "partial": of the call's v valid rows only k are stored (0 < k < v; k and which rows by
   seed), answered {"Status": "Success", "Message": {"Count": k}}; with fewer than 2 valid rows it is
   a plain count-only answer.
+  "404" (queued only): a gateway's plain 404, nothing stored: the path or the host is wrong.
 - `count_only` (False): answer every bulk add {"Status": "Success", "Message": {"Count": k}}, k the
   rows created (0 when every row is invalid).
 - `row_errors` ("per_row"): "whole_batch" rejects a call with any bad row, naming none.
@@ -90,6 +91,8 @@ So leads 1..45 have one opportunity of each type, and lead 46 two of type 12000.
 - `throttle_status` (429): the status of every throttle answer (rate limit, daily cap, injected
   "429"): 429, 403 or 200, always with the MXAPIRateLimitExceededException envelope.
 - `plain_404` (False): unknown paths answer 404 with a plain-text body instead of the envelope.
+- `reads_fail` (False): GetActivitiesOfOpportunity answers 503 with a plain body, so a look-up of
+  rows in doubt fails and they stay `unknown` (never sent blind).
 
 Endpoints (CONTRACT.md): the bulk add; GetActivitiesOfOpportunity (POST only, a GET is 405; body
 optional: {"Paging": {"PageIndex": >= 1, "PageSize": >= 1}} or {"Paging": {"Offset": rows to skip,

@@ -21,6 +21,7 @@ FAULT_KINDS = (
     "200_not_json_before",
     "200_not_json_after",
     "partial",
+    "404",
     "ok",
 )
 # answered without storing anything
@@ -33,6 +34,7 @@ FAULTS_BEFORE = frozenset(
         "200_null_before",
         "200_invalid_lead",
         "200_not_json_before",
+        "404",
     }
 )
 # answered after storing the call's valid rows
@@ -72,6 +74,7 @@ class Faults:
     read_lag_s: float = 0.0  # an activity is listed only this many clock seconds after creation
     throttle_status: int = 429  # status of throttled answers: 429, 403 or 200
     plain_404: bool = False  # unknown paths: plain-text 404 instead of the JSON envelope
+    reads_fail: bool = False  # GetActivitiesOfOpportunity answers 503: a look-up itself fails
 
     def __post_init__(self) -> None:
         chances = self.chances()

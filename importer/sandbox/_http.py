@@ -108,6 +108,9 @@ class Server(ThreadingHTTPServer):
     """Tracks open connections so stop() can end idle keep-alive ones instead of waiting."""
 
     daemon_threads = True  # a stuck client must never keep the interpreter alive
+    # several runs of 25 workers each connect at once: the default backlog of 5 dropped their
+    # connection attempts, which the client's TCP tried again only a second later
+    request_queue_size = 128
     block_on_close = True  # server_close() joins handler threads: no socket outlives stop()
 
     def __init__(self, address: tuple[str, int], service: Service) -> None:

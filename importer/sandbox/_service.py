@@ -57,6 +57,7 @@ _FIXED_FAULT_REPLIES: dict[str, Callable[[], Reply]] = {
     "200_invalid_lead": lambda: error(200, "Invalid lead ID", None),
     "200_not_json_before": lambda: Reply(200, _NOT_JSON, "text/html"),
     "200_not_json_after": lambda: Reply(200, _NOT_JSON, "text/html"),
+    "404": lambda: plain_error(404),
 }
 
 
@@ -360,6 +361,8 @@ class Service:
         skip, size = paging(body)
         column, descending = sorting(body)
         self._check_opportunity(opportunity_id)
+        if self._faults.reads_fail:
+            return plain_error(503)
         matches = self._listed(opportunity_id, event)
         if column == "ActivityDateTime":  # stable: equal times keep creation order
             matches.sort(key=lambda activity: activity.activity_datetime)

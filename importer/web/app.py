@@ -33,7 +33,7 @@ from importer.account import AccountMetadata, ActivityMeta, MetadataSettings, op
 from importer.atomic import write_atomically
 from importer.client import Credentials, LsqClient
 from importer.errors import ImporterError
-from importer.init_mapping import guess_column, guess_format, match_fields
+from importer.init_mapping import guess_column, guess_format, guess_lookup, match_fields
 from importer.ledger import STATE_DIR_ENV
 from importer.loader import load_sheet
 from importer.mapping import load_mapping
@@ -73,6 +73,12 @@ TIME_FORMS: list[tuple[str, str]] = [
     (" %I:%M:%S %p", "hh:MM:SS AM/PM"),
 ]
 ISO_FORM = ("", "YYYY-MM-DD (ISO, or real Excel date cells)")
+# The unique lead fields a row's opportunity can be found by (README: "Finding the opportunity from the lead")
+LEAD_FIELDS: list[tuple[str, str]] = [
+    ("EmailAddress", "Email address"),
+    ("Mobile", "Mobile number"),
+    ("Phone", "Phone number"),
+]
 TIMEZONES = ["Asia/Kolkata", "UTC", "Asia/Dubai", "Asia/Singapore", "Europe/London", "America/New_York"]
 
 
@@ -138,7 +144,11 @@ class WebApp:
             Route("/imports/{id}/progress", self.progress, methods=["GET"]),
             Route("/imports/{id}/errors.xlsx", self.download_errors, methods=["GET"]),
         ]
-        return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=self._guard)])
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(BaseHTTPMiddleware, dispatch=self._guard)],
+            exception_handlers={_Missing: self._no_such_import, _Refused: self._refused},
+        )
 
     async def _guard(self, request: Request, call_next: Any) -> Response:
         """The access token, exchanged once for a cookie; then every request needs the cookie."""
@@ -214,6 +224,14 @@ class WebApp:
         except KeyError:
             raise _Missing from None
 
+    async def _no_such_import(self, request: Request, _exc: Exception) -> Response:
+        """What a handler that raises _Missing answers: the home page, saying so."""
+        return await self.home(request, "There is no such import.", 404)
+
+    async def _refused(self, request: Request, exc: Exception) -> Response:
+        """What a handler that raises _Refused (a stale or forged form) answers."""
+        return await self.home(request, str(exc), 403)
+
     # --- pages --------------------------------------------------------------------------------
 
     async def home(self, request: Request, message: str | None = None, status_code: int = 200) -> Response:
@@ -235,10 +253,7 @@ class WebApp:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit + 256 * 1024:
             return await self.home(request, too_large, 413)
-        try:
-            form = await self._checked_form(request, max_files=1)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        form = await self._checked_form(request, max_files=1)
         try:
             return await self._store_upload(request, form, too_large)
         finally:
@@ -284,8 +299,14 @@ class WebApp:
         return self._mapping_page(request, state)
 
     def _mapping_page(
-        self, request: Request, state: ImportState, message: str | None = None, status_code: int = 200
+        self,
+        request: Request,
+        state: ImportState,
+        message: str | None = None,
+        status_code: int = 200,
+        refused: Any = None,
     ) -> Response:
+        """The mapping step; after a refused build form (`refused`), with what the person chose."""
         sheet_name = request.query_params.get("sheet") or state.sheet
         try:
             sheet = load_sheet(self.store.upload_path(state), sheet_name)
@@ -296,7 +317,7 @@ class WebApp:
         try:
             account = self._account()
             types = account.activity_types()
-            event = request.query_params.get("event")
+            event = request.query_params.get("event") or str(refused.get("event", "") if refused else "")
             code = (
                 int(event) if event and event.isdigit() and int(event) in types else next(iter(types), None)
             )
@@ -304,6 +325,8 @@ class WebApp:
         except ImporterError as exc:
             account_problem = str(exc)
         guesses = _guesses(sheet, activity)
+        if refused is not None and activity is not None and refused.get("event") == str(activity.code):
+            guesses = _as_chosen(refused, activity)
         return self._page(
             "mapping.html",
             request,
@@ -317,19 +340,15 @@ class WebApp:
             activity=activity,
             guesses=guesses,
             date_forms=date_forms,
+            lead_fields=LEAD_FIELDS,
             timezones=TIMEZONES,
             account_problem=account_problem,
             message=message,
         )
 
     async def preview(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            form = await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        form = await self._checked_form(request)
         if self.runner.is_running(state.id) or state.status in {"running", "finished"}:
             return RedirectResponse(f"/imports/{state.id}", 303)
         sheet = str(form.get("sheet", "")) or None
@@ -344,18 +363,14 @@ class WebApp:
             preview = self._validate(state, name)
         except (_Refused, ImporterError) as exc:
             self.store.update(state.id, status="uploaded", message=str(exc), preview={})
-            return self._mapping_page(request, state, message=str(exc), status_code=422)
+            built = form if form.get("use") == "built" else None
+            return self._mapping_page(request, state, message=str(exc), status_code=422, refused=built)
         self.store.update(state.id, status="previewed", mapping_name=name, preview=preview, message=None)
         return RedirectResponse(f"/imports/{state.id}", 303)
 
     async def start(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        await self._checked_form(request)
         if state.status != "previewed" or not state.mapping_name:
             return RedirectResponse(f"/imports/{state.id}", 303)
         config = self._config(state, state.mapping_name)
@@ -363,13 +378,8 @@ class WebApp:
         return RedirectResponse(f"/imports/{state.id}", 303)
 
     async def cancel(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-            await self._checked_form(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
-        except _Refused as exc:
-            return await self.home(request, str(exc), 403)
+        state = self._state(request)
+        await self._checked_form(request)
         self.runner.cancel(state.id)
         return RedirectResponse(f"/imports/{state.id}", 303)
 
@@ -388,10 +398,7 @@ class WebApp:
         )
 
     async def download_errors(self, request: Request) -> Response:
-        try:
-            state = self._state(request)
-        except _Missing:
-            return await self.home(request, "There is no such import.", 404)
+        state = self._state(request)
         path = self.store.errors_path(state)
         if not path.is_file():
             return await self.home(request, "This import has no error workbook: no row failed.", 404)
@@ -455,7 +462,7 @@ class WebApp:
         errors_path.unlink(missing_ok=True)
         errors = prepared.validated.errors
         if errors:
-            write_error_workbook(errors_path, prepared.sheet, errors)
+            write_error_workbook(errors_path, prepared.sheet, errors, labels=prepared.validated.labels)
         account = self._account()
         calls = len(prepared.batches)
         limit = self.settings.rate_limit
@@ -464,6 +471,8 @@ class WebApp:
             "rows_valid": len(prepared.validated.rows),
             "rows_failed": len(prepared.validated.failed_rows),
             "calls": calls,
+            "lookup_calls": prepared.lookup_calls,
+            "looked_up": prepared.mapping.opportunity_id.lookup is not None,
             "seconds": max(0.0, (calls - limit.calls) * limit.seconds / limit.calls),
             "limit": f"{limit.calls} calls per {limit.seconds:g} s",
             "sample": _as_sent(prepared.validated.rows[:_PREVIEW_ROWS], account),
@@ -488,11 +497,11 @@ class WebApp:
 
 
 class _Refused(Exception):
-    """A form the page will not act on; the message is for the person."""
+    """A form the page will not act on; the message is for the person (a handler's own 422s catch it)."""
 
 
 class _Missing(Exception):
-    pass
+    """The import in the address does not exist."""
 
 
 _STRPTIME = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%b": "MMM", "%H": "HH", "%M": "MM",
@@ -505,7 +514,10 @@ _API_NAMES = {
     "ActivityDateTime": "Activity date",
     "ActivityNote": "Note",
     "ActivityEvent": "Activity type",
+    "EmailAddress": "email address",
 }
+_PICK_IN_YAML = "add 'pick: newest' to the look-up"  # importer.lookup.describe, as the mapping file says it
+_PICK_ON_THE_PAGE = "tick 'Take the newest when a lead has several of this type' in the mapping"
 _API_NAME = re.compile(r"\b(" + "|".join(_API_NAMES) + r")\b")
 
 
@@ -519,6 +531,7 @@ def for_people(message: str) -> str:
     message = _EXCEPTION_PREFIX.sub("", message)
     message = _SCHEMA_WITH_NAME.sub(lambda m: f"'{m.group(1)}'", message)
     message = _API_NAME.sub(lambda m: _API_NAMES[m.group(1)], message)
+    message = message.replace(_PICK_IN_YAML, _PICK_ON_THE_PAGE)
     return _FORMAT_IN_TEXT.sub(lambda m: f"'{human_format(m.group(1))}'", message)
 
 
@@ -544,15 +557,21 @@ def _first_rows(sheet: Sheet, n: int = 5) -> list[tuple[int, list[str]]]:
     return [(sheet.source_rows[i], [str(v) for v in head.iloc[i].tolist()]) for i in range(len(head))]
 
 
+_TARGETS = ("opportunity_id", "owner_email", "note", "activity_datetime")  # the columns init-mapping guesses
+
+
 def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
     """init-mapping's guesses for every target, and its notes on date formats."""
     headers, taken = sheet.headers, set[str]()
     guesses: dict[str, Any] = {"notes": {}}
-    for target in ("opportunity_id", "owner_email", "note", "activity_datetime"):
+    for target in _TARGETS:
         header = guess_column(headers, target, taken)
         if header:
             taken.add(header)
         guesses[target] = header
+        if target == "opportunity_id":
+            guesses["lookup"] = _guess_lookup(sheet, taken) if header is None else {}
+    guesses["source"] = "lookup" if guesses["lookup"] else "column"
     guesses["formats"] = {}
     if guesses["activity_datetime"]:
         fmt, notes = guess_format(sheet.frame[guesses["activity_datetime"]].tolist(), with_time=True)
@@ -569,22 +588,77 @@ def _guesses(sheet: Sheet, activity: ActivityMeta | None) -> dict[str, Any]:
     return guesses
 
 
+def _as_chosen(form: Any, activity: ActivityMeta) -> dict[str, Any]:
+    """A refused build form's choices, in the shape of `_guesses`: the page shows them again as they were."""
+
+    def value(key: str) -> str:
+        return str(form.get(key, "")).strip()
+
+    chosen: dict[str, Any] = {target: value(target) for target in _TARGETS}
+    chosen["notes"] = {}
+    chosen["source"] = "lookup" if value("opportunity_source") == "lookup" else "column"
+    chosen["lookup"] = {
+        key: value(f"lookup_{key}") for key in ("lead_field", "column", "opportunity_type", "pick")
+    }
+    chosen["formats"] = {key: value(f"format_{key}") for key in ("activity_datetime", *activity.fields)}
+    chosen["fields"] = {schema: value(f"field_{schema}") for schema in activity.fields}
+    chosen["timezone"], chosen["save_as"] = value("timezone"), value("save_as")
+    return chosen
+
+
+def _guess_lookup(sheet: Sheet, taken: set[str]) -> dict[str, str]:
+    """As init-mapping does: no column of opportunity ids, so a column of emails or phones to look up."""
+    found = guess_lookup(sheet, taken)
+    if found is None:
+        return {}
+    header, lead_field = found
+    taken.add(header)
+    return {"column": header, "lead_field": lead_field}
+
+
+def _opportunity_source(form: Any) -> dict[str, Any]:
+    """`{column: ...}`, or `{lookup: {lead_field, column, opportunity_type[, pick]}}` as the form chose."""
+
+    def value(key: str) -> str:
+        return str(form.get(key, "")).strip()
+
+    if value("opportunity_source") != "lookup":
+        if not value("opportunity_id"):
+            raise _Refused("Choose the column for: Opportunity ID.")
+        return {"column": value("opportunity_id")}
+    lead_field = value("lookup_lead_field")
+    if lead_field not in dict(LEAD_FIELDS):
+        raise _Refused("Choose what to look the lead up by: email address, mobile number or phone number.")
+    if not value("lookup_column"):
+        raise _Refused("Choose the column that holds the lead's email or phone.")
+    kind = value("lookup_opportunity_type")
+    if not kind.isdigit() or int(kind) == 0:
+        raise _Refused(
+            "Give the opportunity type's code, a number such as 12000: the look-up finds the lead's "
+            "opportunity of that type."
+        )
+    lookup: dict[str, Any] = {
+        "lead_field": lead_field,
+        "column": value("lookup_column"),
+        "opportunity_type": int(kind),
+    }
+    if value("lookup_pick") == "newest":
+        lookup["pick"] = "newest"
+    return {"lookup": lookup}
+
+
 def _mapping_data(form: Any, type_name: str, activity: ActivityMeta) -> dict[str, Any]:
     """The mapping the form describes, as the YAML the CLI reads."""
 
     def column(key: str) -> str:
         return str(form.get(key, "")).strip()
 
-    missing = [
-        label
-        for key, label in (("opportunity_id", "Opportunity ID"), ("owner_email", "Owner email"))
-        if not column(key)
-    ]
-    if missing:
-        raise _Refused(f"Choose the column for: {', '.join(missing)}.")
+    opportunity = _opportunity_source(form)
+    if not column("owner_email"):
+        raise _Refused("Choose the column for: Owner email.")
     data: dict[str, Any] = {
         "activity_event": {"name": type_name},
-        "opportunity_id": {"column": column("opportunity_id")},
+        "opportunity_id": opportunity,
         "owner_email": {"column": column("owner_email")},
     }
     if column("note"):

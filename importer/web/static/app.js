@@ -5,6 +5,19 @@
   document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });
   });
+  // A radio with data-shows="id" enables the fieldset of that id while it is checked, and disables
+  // the others of its group: a person (and the keyboard's Tab) meets only the controls that count.
+  document.querySelectorAll("input[type=radio][data-shows]").forEach(function (radio) {
+    var group = document.querySelectorAll("input[type=radio][name='" + radio.name + "'][data-shows]");
+    function sync() {
+      group.forEach(function (other) {
+        var part = document.getElementById(other.getAttribute("data-shows"));
+        if (part) { part.disabled = !other.checked; }
+      });
+    }
+    radio.addEventListener("change", sync);
+    sync();
+  });
   // Drag and drop onto the upload box fills the Spreadsheet field.
   document.querySelectorAll("[data-drop]").forEach(function (zone) {
     var input = zone.querySelector("input[type=file]");
