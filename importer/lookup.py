@@ -22,7 +22,6 @@ created in LeadSquared since is found the next night). `--refresh-metadata` igno
 from __future__ import annotations
 
 import copy
-
 import logging
 import re
 import time
