@@ -8,6 +8,7 @@ clone of the repository.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from importer.client import Credentials
 from importer.events import CancelToken, ProgressCallback
+from importer.ledger import STATE_DIR_ENV
 from importer.runner import ImportConfig, ImportResult, run_import
 from importer.sandbox import Sandbox
 from importer.throttle import RateLimit
@@ -54,7 +56,11 @@ def run_demo(
 
     `on_ready(sandbox_url, sample, mapping)` is called once the sandbox listens, before the import.
     """
-    with demo_files() as (sample, mapping), Sandbox(rate_limit=(25, 1.0)) as sandbox:
+    with (
+        demo_files() as (sample, mapping),
+        Sandbox(rate_limit=(25, 1.0)) as sandbox,
+        tempfile.TemporaryDirectory(prefix="lsq-import-demo-") as state,
+    ):
         if on_ready is not None:
             on_ready(sandbox.url, sample, mapping)
         config = ImportConfig(
@@ -64,7 +70,8 @@ def run_demo(
             credentials=Credentials(sandbox.access_key, sandbox.secret_key),
             rate_limit=RateLimit(25, 1.0),
             errors_path=errors_path,
-            use_journal=False,  # a fresh sandbox every time: there is nothing to resume
+            # a fresh sandbox every time, so a throwaway ledger: the run is the real one, ledger included
+            state_environ={STATE_DIR_ENV: state},
             on_progress=on_progress,
             cancel=cancel,
         )

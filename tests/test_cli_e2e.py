@@ -381,6 +381,9 @@ def test_demo_imports_the_sample_and_writes_a_workbook(tmp_path):
     assert "posted        190" in result.out
     assert "The sandbox now holds 190 activities." in result.out
     assert len(error_rows(errors)) == 10
+    # a throwaway ledger of its own: no word of --no-journal, which the user never typed
+    assert "--no-journal" not in result.out + result.err
+    assert "No ledger was kept" not in result.out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
