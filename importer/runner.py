@@ -581,10 +581,8 @@ def _send(
     stopper: _Stopper,
     events: _Events,
 ) -> SendReport:
-    # The time left is the calls left at the rate limit, not the pace so far: the first window's
-    # calls go out at once, and the limit, not the network, sets the pace after that.
-    def seconds_per_call() -> float:  # the limit in force: it drops when LeadSquared names a lower one
-        return limiter.window / limiter.limit.calls
+    # The time left is when the calls not yet started may start at the rate limit in force (the
+    # limiter knows its window), not the pace so far: the limit, not the network, sets the pace.
 
     planned = len(batches)
     before = {
@@ -596,15 +594,21 @@ def _send(
     done = 0
     sender: Sender
 
+    counting = threading.Lock()  # the sender's threads finish calls at once: one event at a time, in order
+
     def on_batch_done(_batch: Batch) -> None:
         nonlocal done
-        done += 1
+        with counting:
+            done += 1
+            _emit_sending(done)
+
+    def _emit_sending(done: int) -> None:
         report = sender._report  # counts so far: the sender has no public tally yet
         events.emit(
             Phase.SETTLING if stopper.token.cancelled else Phase.SENDING,
             calls_done=done,
             calls_planned=planned,
-            seconds_left=(planned - done) * seconds_per_call(),
+            seconds_left=limiter.seconds_for(planned - done - sender.calls_in_flight),
             rows_posted=len(report.posted),
             rows_failed=before["rows_failed"] + report.count(Stage.API),
             rows_unknown=before["rows_unknown"] + report.count(Stage.UNKNOWN),
@@ -625,7 +629,7 @@ def _send(
         Phase.SENDING,
         calls_done=0,
         calls_planned=planned,
-        seconds_left=planned * seconds_per_call(),
+        seconds_left=limiter.seconds_for(planned),
         **before,
     )
     stopper.attach(sender)

@@ -137,6 +137,12 @@ class Sender:
             except KeyboardInterrupt:  # no SIGINT handler installed (see runner.ctrl_c_calls)
                 self.interrupt()
 
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls sent and not answered yet: their slots of the rate limit are taken already."""
+        with self._lock:
+            return len(self._in_flight)
+
     def _abandon_in_flight(self) -> None:
         with self._lock:
             rows = [row for calls in self._in_flight.values() for row in calls]

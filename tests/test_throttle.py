@@ -260,3 +260,25 @@ def test_a_state_file_that_cannot_be_opened_leaves_the_limiter_in_memory(caplog)
     assert limiter.path is None
     assert "cannot be used" in caplog.text
     assert starts(limiter, clock, 4)[-1] == pytest.approx(101.0)
+
+
+def test_seconds_for_counts_whole_windows_from_the_starts_in_the_window():
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(25, 5.0), margin=0.0, clock=clock, sleep=clock.sleep)
+    assert limiter.seconds_for(4) == 0.0  # an empty window: they leave at once
+    starts(limiter, clock, 22)  # 22 calls just went, at t = 100
+    clock.now += 3.0
+    assert limiter.seconds_for(3) == 0.0  # 3 slots are still free
+    assert limiter.seconds_for(15) == pytest.approx(2.0)  # the rest wait for the window to turn, at 105
+    assert limiter.seconds_for(3 + 25 + 1) == pytest.approx(7.0)  # and one more window after that
+    limiter.lower_to(RateLimit(2, 1.0))  # LeadSquared named a lower limit: the clock follows it
+    assert limiter.seconds_for(5) == pytest.approx(2.0)
+
+
+def test_account_limiter_seconds_for_reads_the_shared_window(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    first, _ = account_limiter(path, clock, RateLimit(5, 1.0))
+    second, _ = account_limiter(path, clock, RateLimit(5, 1.0))
+    starts(first, clock, 5)  # another run on the account took the whole window
+    assert second.seconds_for(1) == pytest.approx(1.0)
