@@ -28,6 +28,7 @@ import os
 import resource
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -246,8 +247,11 @@ class SqliteLedger:
     ) -> SqliteLedger:
         """Open (or create) the ledger at `path` for the account (host, org); register this run."""
         path = Path(path)
-        created = not path.exists()
-        if not created and path.is_file() and path.stat().st_size == 0:
+        try:
+            created = not path.exists() and _create(path, account_name(base_url, org_id))
+        except (OSError, sqlite3.Error) as exc:
+            raise _trouble(path, exc) from None
+        if path.is_file() and path.stat().st_size == 0:
             # a truncated ledger taken as new would post every row of its account again
             raise LedgerError(
                 f"{path}: the ledger is empty (0 bytes), so it no longer knows which rows were sent. "
@@ -563,6 +567,39 @@ class SqliteLedger:
 
 
 _MINE = (Claim.SEND, Claim.CHECK)
+
+
+def _create(path: Path, account: str) -> bool:
+    """Make a new ledger appear whole: built in a temp file beside it, then linked into place, so
+    a run starting beside another never finds a half-made (0-byte) one. False: another run won."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        db = sqlite3.connect(temp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+            db.executescript(_SCHEMA)
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [("account", account), ("schema", SCHEMA_VERSION)]
+            )
+        finally:
+            db.close()
+        try:
+            os.link(temp, path)  # atomic, and fails if the ledger exists by now
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: a narrow race instead of none
+            if path.exists():
+                return False
+            os.replace(temp, path)
+        return True
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 _STATES = {state.value: state for state in RowState}  # RowState(text) costs a microsecond a row
 _SCAN_FROM_SHARE = 8  # keys at least 1/8 of the ledger's rows: read it through rather than search it
 _ENTRY_COLUMNS = "state, activity_id, posted_at, source_file, source_row, failed_at, message, updated_at"

@@ -424,8 +424,8 @@ def test_three_processes_on_overlapping_files_of_one_account_post_each_row_once(
         processes.append(
             subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stderr=subprocess.PIPE, text=True)
         )
-    for process in processes:
-        _, err = process.communicate(timeout=180)
+    finished = [(process, process.communicate(timeout=180)[1]) for process in processes]  # all, then judge
+    for process, err in finished:
         assert process.returncode == 0, err
     assert stored(sandbox) == valid(rows)
     summaries = [json.loads((tmp_path / f"part{n}.json").read_text()) for n in range(3)]

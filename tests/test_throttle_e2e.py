@@ -54,7 +54,9 @@ def test_a_lower_real_limit_is_learned_from_the_message_and_remembered(tmp_path,
         assert first.summary["rows_failed"] == 0  # a throttle is never a rejection of the rows
         assert first.err.count(TOLD) == 1
         assert stored_activities(sandbox) == expected_activities(rows)
-        assert sandbox.stats.throttled <= 12  # the first burst only; then the learned limit holds
+        # the first burst only (16 calls at once where 4 fit), then the learned limit holds: on a
+        # loaded machine one straggler of the burst may reach the server after its refusals
+        assert sandbox.stats.throttled <= 13
         before = sandbox.stats.throttled
         more = make_rows(8, seed=4)
         second = run(write_csv(tmp_path / "b.csv", more), mapping, env)  # a later run starts at 4/1
@@ -140,8 +142,8 @@ def test_concurrent_processes_on_one_account_share_the_limit(tmp_path, mapping):
             command = [sys.executable, "-m", "importer", "run", str(path), "--mapping", str(mapping)]
             command += ["--rate-limit", "10/1", "--no-progress"]
             runs.append(subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True))
-        for process in runs:
-            _, err = process.communicate(timeout=120)
+        finished = [(process, process.communicate(timeout=120)[1]) for process in runs]  # all, then judge
+        for process, err in finished:
             assert process.returncode == 0, err
         assert stored_activities(sandbox) == expected
         assert sandbox.stats.throttled <= sandbox.stats.requests // 100
