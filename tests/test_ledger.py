@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -696,3 +697,35 @@ def test_the_cli_stops_with_one_message_on_a_full_disk_and_a_rerun_finishes(tmp_
     assert json.loads((tmp_path / "summary.json").read_text())["rows_unknown"] == 0
     assert "Traceback" not in full.stderr, full.stderr  # the limiter beside the ledger fails quietly too
     _assert_told_once(full, told, "the disk is full")
+
+
+def _open_together(path: Path, runs: int) -> tuple[list[SqliteLedger], list[BaseException]]:
+    barrier = threading.Barrier(runs)
+    ledgers: list[SqliteLedger] = []
+    problems: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            ledgers.append(open_ledger(path))
+        except Exception as exc:  # any failure to open is the finding
+            problems.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ledgers, problems
+
+
+def test_runs_starting_together_on_a_new_ledger_all_open_it(tmp_path):
+    """The ledger appears whole: none of several runs creating it at once sees a half-made file."""
+    for attempt in range(15):
+        path = tmp_path / f"race{attempt}" / "ledger.sqlite"
+        ledgers, problems = _open_together(path, 6)
+        for ledger in ledgers:
+            ledger.close()
+        assert problems == []
+        assert len(ledgers) == 6
+        assert [p.name for p in path.parent.iterdir() if p.name.endswith(".new")] == []  # no temp left
