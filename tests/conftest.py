@@ -11,6 +11,7 @@ import pytest
 
 from importer.cli import main
 from importer.sandbox import Sandbox
+from tests.helpers import sandbox_env
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_LIMIT = "50/1"  # the client's limit in tests, so a suite of many calls stays quick
@@ -36,13 +37,7 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
     # the metadata cache goes to the test's folder, never to the user's ~/.cache
-    return {
-        "LSQ_ACCESS_KEY": sandbox.access_key,
-        "LSQ_SECRET_KEY": sandbox.secret_key,
-        "LSQ_HOST": sandbox.url,
-        "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
-        "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
-    }
+    return sandbox_env(sandbox, tmp_path)
 
 
 def run_cli(*args: str | Path, env: dict[str, str] | None = None) -> CliResult:

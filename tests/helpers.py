@@ -9,6 +9,7 @@ import openpyxl
 import pandas as pd
 
 from importer.records import Sheet
+from importer.sandbox import Sandbox
 
 
 def make_sheet(headers: list[str], rows: list[list[str]], path: str = "sheet.csv") -> Sheet:
@@ -48,3 +49,14 @@ def error_rows(path: Path) -> list[dict[str, object]]:
     sheet = openpyxl.load_workbook(path)["Errors"]
     rows = list(sheet.iter_rows(values_only=True))
     return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+
+
+def sandbox_env(sandbox: Sandbox, folder: Path) -> dict[str, str]:
+    """The environment of a run on the sandbox's account, its cache and state kept in `folder`."""
+    return {
+        "LSQ_ACCESS_KEY": sandbox.access_key,
+        "LSQ_SECRET_KEY": sandbox.secret_key,
+        "LSQ_HOST": sandbox.url,
+        "LSQ_IMPORT_CACHE_DIR": str(folder / "cache"),
+        "LSQ_IMPORT_STATE_DIR": str(folder / "state"),
+    }

@@ -24,7 +24,7 @@ import pytest
 from importer.endpoints import BULK_ADD_PATH
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, READ_SHAPES, Faults, Sandbox
 from tests.conftest import REPO, run_cli
-from tests.helpers import write_csv
+from tests.helpers import sandbox_env, write_csv
 
 HEADERS = ["Opportunity ID", "Owner Email", "Note", "PAN", "Amount", "Visit Date"]
 MAPPING = """
@@ -91,13 +91,7 @@ def error_stages(path: Path) -> Counter[str]:
 @pytest.fixture
 def account(tmp_path: Path):
     with Sandbox(rate_limit=(4000, 1.0)) as sandbox:
-        env = {
-            "LSQ_ACCESS_KEY": sandbox.access_key,
-            "LSQ_SECRET_KEY": sandbox.secret_key,
-            "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
-            "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
-        }
+        env = sandbox_env(sandbox, tmp_path)
         yield sandbox, env
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from importer.sandbox import Faults, Sandbox
 from tests.conftest import REPO, run_cli
-from tests.helpers import write_csv
+from tests.helpers import sandbox_env, write_csv
 from tests.test_exactly_once import MAPPING, make_rows, stored, valid, write_xlsx
 
 CHANGES = ["rename", "move", "grow", "xlsx", "refeed", "same"]
@@ -136,13 +136,7 @@ def test_any_story_of_runs_then_one_healthy_run_leaves_every_valid_row_exactly_o
         root = Path(folder)
         mapping = root / "mapping.yaml"
         mapping.write_text(MAPPING, encoding="utf-8")
-        env = {
-            "LSQ_ACCESS_KEY": sandbox.access_key,
-            "LSQ_SECRET_KEY": sandbox.secret_key,
-            "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(root / "cache"),
-            "LSQ_IMPORT_STATE_DIR": str(root / "state"),
-        }
+        env = sandbox_env(sandbox, root)
         story = Story(root)
         for kind, faults, kill, after_calls in steps:
             event(f"change: {kind}; faults: {faults}; killed: {kill}")

@@ -44,7 +44,7 @@ from importer.ledger import (
 from importer.records import ActivityBody, PlannedRow
 from importer.sandbox import Sandbox
 from tests.conftest import REPO
-from tests.helpers import write_csv
+from tests.helpers import sandbox_env, write_csv
 from tests.test_exactly_once import MAPPING, make_rows, stored, valid
 
 HOST = "https://api-in21.leadsquared.com"
@@ -600,14 +600,7 @@ def night(tmp_path: Path):
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING, encoding="utf-8")
     with Sandbox(rate_limit=(4000, 1.0)) as sandbox:
-        env = {
-            **os.environ,
-            "LSQ_ACCESS_KEY": sandbox.access_key,
-            "LSQ_SECRET_KEY": sandbox.secret_key,
-            "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
-            "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
-        }
+        env = {**os.environ, **sandbox_env(sandbox, tmp_path)}
         command = [sys.executable, "-m", "importer", "run", str(source), "--mapping", str(mapping)]
         command += ["--rate-limit", "4000/1", "--no-progress", "--settle-time", "0", "--batch-size", "5"]
         command += ["--summary-json", str(tmp_path / "summary.json")]

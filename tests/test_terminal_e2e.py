@@ -22,7 +22,7 @@ import termios
 
 from importer.sandbox import DEFAULT_OPPORTUNITIES, DEFAULT_USERS, Sandbox
 from tests.conftest import REPO, run_cli
-from tests.helpers import write_yaml
+from tests.helpers import sandbox_env, write_yaml
 
 MAPPING = """
 activity_event: {value: 201}
@@ -111,13 +111,7 @@ def test_terminal_shows_rows_in_a_bar_messages_on_their_own_lines_and_the_next_s
         for n in range(60):
             writer.writerow([DEFAULT_OPPORTUNITIES[n % 6], DEFAULT_USERS[0], f"ABCDE{n:04d}F"])
     with Sandbox(rate_limit=(50, 1.0)) as sandbox:
-        env = {
-            "LSQ_ACCESS_KEY": sandbox.access_key,
-            "LSQ_SECRET_KEY": sandbox.secret_key,
-            "LSQ_HOST": sandbox.url,
-            "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
-            "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
-        }
+        env = sandbox_env(sandbox, tmp_path)
         args = ["run", str(source), "--mapping", str(write_yaml(tmp_path, MAPPING)), "--settle-time", "0"]
         # one row a call at 4 calls a second: 15 s of sending, stopped by Ctrl-C once rows went out
         args += ["--batch-size", "1", "--rate-limit", "4/1", "--concurrency", "2"]

@@ -12,7 +12,7 @@ import pytest
 
 from importer.sandbox import Faults, Sandbox
 from tests.conftest import REPO, run_cli
-from tests.helpers import write_csv
+from tests.helpers import sandbox_env, write_csv
 from tests.test_resilience import MAPPING, expected_activities, make_rows, stored_activities
 
 TOLD = "LeadSquared allows this account 4 calls in 1 s; using that"
@@ -26,13 +26,7 @@ def mapping(tmp_path: Path) -> Path:
 
 
 def environment(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
-    return {
-        "LSQ_ACCESS_KEY": sandbox.access_key,
-        "LSQ_SECRET_KEY": sandbox.secret_key,
-        "LSQ_HOST": sandbox.url,
-        "LSQ_IMPORT_CACHE_DIR": str(tmp_path / "cache"),
-        "LSQ_IMPORT_STATE_DIR": str(tmp_path / "state"),
-    }
+    return sandbox_env(sandbox, tmp_path)
 
 
 def run(path: Path | str, mapping: Path, env: dict[str, str], *extra: str):
