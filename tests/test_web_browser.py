@@ -24,6 +24,7 @@ from tests.conftest import REPO
 from tests.test_web import EMAIL_ROWS, SAMPLE, TOKEN, email_sheet, make_web
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -108,7 +109,9 @@ def button(driver: webdriver.Chrome, name: str, within: str = "") -> object:
 
 
 def heading(driver: webdriver.Chrome, starts: str, timeout: float = 60) -> None:
-    WebDriverWait(driver, timeout).until(
+    # while the next page loads, Chromium may answer for the old h1 with "Node with given id does
+    # not belong to the document" (a stale element in other words): wait on, as for a stale one
+    WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), starts)
     )
 
