@@ -39,6 +39,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import numpy as np
+
 from importer.errors import ExitStatus, ImporterError, UsageError
 from importer.gcpause import gc_paused
 from importer.records import ActivityBody, PlannedRow
@@ -121,9 +123,14 @@ class Ledger(Protocol):
     path: Path
 
     def claim(
-        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False
+        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False, defer: bool = False
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]: ...
+    def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
     def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]: ...
+    def rows_held(self) -> int: ...
+    def posted_among(self, packed: np.ndarray) -> tuple[np.ndarray, list[tuple[str | None, str]]] | None: ...
+    def cached_keys(self, fingerprint: str, rows: int) -> np.ndarray | None: ...
+    def cache_keys(self, fingerprint: str, packed: np.ndarray) -> None: ...
     def find_origins(self, origins: Iterable[tuple[str, Origin]]) -> dict[tuple[str, Origin], RowKey]: ...
     def record(self, records: list[Record]) -> None: ...
     def posted_on(self, opportunity_id: str, event: int) -> tuple[set[str], list[ActivityBody]]: ...
@@ -153,6 +160,36 @@ def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
             seen[digest] = occurrence + 1
             keys[row.source_row] = RowKey(digest, occurrence)
     return keys
+
+
+PACKED = np.dtype("S36")  # a key packed: its digest's 32 bytes, then its occurrence (4 bytes, little-endian)
+_PACKED_SIZE = PACKED.itemsize
+
+
+def packed_keys(rows: Iterable[PlannedRow]) -> np.ndarray:
+    """`assign_keys` for a large file, packed in row order (an array of PACKED): no RowKey, no
+    hex text per row, so a million rows can be matched against the ledger's posted rows at once."""
+    seen: dict[bytes, int] = {}
+    out = bytearray()
+    encode, sha256 = _CANONICAL.encode, hashlib.sha256
+    with gc_paused():
+        for row in rows:
+            digest = sha256(encode([row.opportunity_id, row.body]).encode("utf-8")).digest()
+            occurrence = seen.get(digest, 0)
+            seen[digest] = occurrence + 1
+            out += digest
+            out += occurrence.to_bytes(4, "little")
+    return np.frombuffer(bytes(out), dtype=PACKED)
+
+
+def pack(key: RowKey) -> bytes:
+    return bytes.fromhex(key.digest) + key.occurrence.to_bytes(4, "little")
+
+
+def unpack(packed: bytes) -> RowKey:
+    # numpy gives an S36 item back without its trailing zero bytes (an occurrence of 0 ends in four)
+    whole = packed.ljust(_PACKED_SIZE, b"\x00")
+    return RowKey(whole[:32].hex(), int.from_bytes(whole[32:], "little"))
 
 
 def state_dir(environ: dict[str, str]) -> Path:
@@ -199,11 +236,23 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS rows_by_opportunity ON rows (opportunity_id, event);
 CREATE INDEX IF NOT EXISTS rows_by_origin ON rows (source_file, source_row);
 CREATE INDEX IF NOT EXISTS rows_by_claim ON rows (claim_run) WHERE claim_run IS NOT NULL;
+-- the keys of the posted rows, packed (PACKED) in chunks with the file they came from and the day:
+-- a rerun of a large file learns which of its rows are posted without reading the rows table
+CREATE TABLE IF NOT EXISTS posted_keys (chunk INTEGER PRIMARY KEY, file TEXT, day TEXT NOT NULL, keys BLOB NOT NULL);
+-- the packed keys of a file's rows, by a fingerprint of everything they are made of (key_cache.py)
+CREATE TABLE IF NOT EXISTS key_cache (fingerprint TEXT PRIMARY KEY, used_at TEXT NOT NULL, keys BLOB NOT NULL);
 """
+POSTED_INDEX = "posted_index"  # meta: "1" while posted_keys holds every posted row (else rebuilt on open)
+KEY_CACHE_ENTRIES = 8  # the files whose keys are kept
+COMPACT_FROM_CHUNKS = 1000  # at close, chunks of posted keys are merged by file and day beyond this
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _now_precise() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _process_started(pid: int) -> float | None:
@@ -235,6 +284,7 @@ class SqliteLedger:
         self._lock = threading.Lock()
         self._closed = False
         self._stop_heartbeat = threading.Event()
+        self._deferred: dict[RowKey, tuple[PlannedRow, Origin]] = {}  # claimed, written when sent
 
     @classmethod
     def open(
@@ -275,6 +325,7 @@ class SqliteLedger:
             ledger._check_account(base_url, org_id)
             if created and environ is not None:
                 ledger._adopt_journals(state_dir(environ) / "journals", base_url)
+            ledger._index_posted()
             ledger._register()
         except sqlite3.Error as exc:
             connection.close()
@@ -295,6 +346,8 @@ class SqliteLedger:
             with contextlib.suppress(sqlite3.Error), self._transaction():
                 self._db.execute("UPDATE rows SET claim_run = NULL WHERE claim_run = ?", (self.run_id,))
                 self._db.execute("UPDATE runs SET finished = 1 WHERE run_id = ?", (self.run_id,))
+            with contextlib.suppress(sqlite3.Error):
+                self._compact_posted()
             self._db.close()
 
     def __enter__(self) -> SqliteLedger:
@@ -358,6 +411,47 @@ class SqliteLedger:
         finally:
             self._db.execute("DETACH DATABASE old")
 
+    def _index_posted(self) -> None:
+        """Fill posted_keys from the rows table, when it is new (an older ledger) or was dropped."""
+        if self._meta(POSTED_INDEX) == "1":
+            return
+        with self._transaction():
+            if self._meta(POSTED_INDEX) == "1":  # another run did it meanwhile
+                return
+            self._db.execute("DELETE FROM posted_keys")
+            found = self._db.execute(
+                "SELECT digest, occurrence, source_file, substr(coalesce(posted_at, updated_at), 1, 10) "
+                "FROM rows WHERE state = 'posted'"
+            )
+            chunks: dict[tuple[str | None, str], bytearray] = {}
+            for digest, occurrence, file, day in found:
+                chunk = chunks.setdefault((file, day), bytearray())
+                chunk += bytes.fromhex(digest)
+                chunk += occurrence.to_bytes(4, "little")
+            self._db.executemany(
+                "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
+                ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
+            )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (POSTED_INDEX,))
+
+    def _compact_posted(self) -> None:
+        """One chunk per file and day instead of one per call: what a rerun reads stays small."""
+        if self._db.execute("SELECT count(*) FROM posted_keys").fetchone()[0] <= COMPACT_FROM_CHUNKS:
+            return
+        with self._transaction():
+            chunks: dict[tuple[str | None, str], bytearray] = {}
+            for file, day, keys in self._db.execute("SELECT file, day, keys FROM posted_keys ORDER BY chunk"):
+                chunks.setdefault((file, day), bytearray()).extend(keys)
+            self._db.execute("DELETE FROM posted_keys")
+            self._db.executemany(
+                "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
+                ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
+            )
+
+    def _meta(self, key: str) -> str | None:
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if found is None else str(found[0])
+
     def _register(self) -> None:
         pid = os.getpid()
         with self._transaction():
@@ -402,6 +496,64 @@ class SqliteLedger:
         )
         return {RowKey(found[0], found[1]): found[2:] for found in joined}
 
+    def rows_held(self) -> int:
+        """About how many rows the ledger holds (its highest rowid): cheap, for choosing a plan."""
+        with self._guard():
+            return int(self._db.execute("SELECT max(rowid) FROM rows").fetchone()[0] or 0)
+
+    def posted_among(self, packed: np.ndarray) -> tuple[np.ndarray, list[tuple[str | None, str]]] | None:
+        """Which of these packed keys are posted: for each, the index of the (file, day) it was
+        posted from in the list returned, or -1. None when the index of posted rows is not usable.
+
+        One read of posted_keys and a sort: for a rerun of a large file, instead of a million rows
+        read from the rows table. A key absent here may still be in the ledger (pending, failed,
+        or posted by an older version): the caller claims those rows as usual.
+        """
+        with self._guard():
+            self._db.execute("BEGIN")
+            try:
+                if self._meta(POSTED_INDEX) != "1":
+                    return None
+                chunks = self._db.execute("SELECT file, day, keys FROM posted_keys").fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        places: dict[tuple[str | None, str], int] = {}
+        owners = [places.setdefault((file, day), len(places)) for file, day, _keys in chunks]
+        held = np.frombuffer(b"".join(keys for _f, _d, keys in chunks), dtype=PACKED)
+        place_of_held = np.repeat(
+            np.asarray(owners, dtype=np.int64), [len(keys) // _PACKED_SIZE for _f, _d, keys in chunks]
+        )
+        position = _positions(held, np.ascontiguousarray(packed, dtype=PACKED))
+        where = np.where(position >= 0, place_of_held[np.maximum(position, 0)] if len(held) else -1, -1)
+        return where, list(places)
+
+    def cached_keys(self, fingerprint: str, rows: int) -> np.ndarray | None:
+        """The packed keys kept for this fingerprint (key_cache.py), if they are for `rows` rows."""
+        with self._guard():
+            found = self._db.execute(
+                "SELECT keys FROM key_cache WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+            if found is None or len(found[0]) != rows * _PACKED_SIZE:
+                return None
+            with self._transaction():
+                self._db.execute(
+                    "UPDATE key_cache SET used_at = ? WHERE fingerprint = ?", (_now_precise(), fingerprint)
+                )
+        return np.frombuffer(found[0], dtype=PACKED)
+
+    def cache_keys(self, fingerprint: str, packed: np.ndarray) -> None:
+        """Keep a file's packed keys under its fingerprint; only the latest few files are kept."""
+        with self._guard(), self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO key_cache VALUES (?, ?, ?)",
+                (fingerprint, _now_precise(), np.ascontiguousarray(packed, dtype=PACKED).tobytes()),
+            )
+            self._db.execute(
+                "DELETE FROM key_cache WHERE fingerprint NOT IN "
+                "(SELECT fingerprint FROM key_cache ORDER BY used_at DESC LIMIT ?)",
+                (KEY_CACHE_ENTRIES,),
+            )
+
     def find_origins(self, origins: Iterable[tuple[str, Origin]]) -> dict[tuple[str, Origin], RowKey]:
         """The key recorded for (digest, origin): how a re-fed error workbook finds its rows."""
         result: dict[tuple[str, Origin], RowKey] = {}
@@ -443,13 +595,15 @@ class SqliteLedger:
     # --- claiming and recording
 
     def claim(
-        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False
+        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False, defer: bool = False
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]:
         """Claim every row this run may send, in one transaction; say what may be done with each,
         and what the ledger knew of the rows it already held (read in the same pass).
 
         The rows the ledger holds are found by key alone (one indexed join); only the rows it does
         not hold yet have their payload written, so a rerun of a file writes no payloads at all.
+        `defer`: those new rows are written when their call is about to be made (`claim_deferred`),
+        not before the first call: a nightly file of 50,000 new rows starts sending at once.
         """
         now = _now()
         with self._guard(), self._transaction():
@@ -462,28 +616,49 @@ class SqliteLedger:
                 key: _claim_of(known[key].state, found[0], alive, resend=resend)  # type: ignore[arg-type]
                 for key, found in existing.items()
             }
-            self._db.executemany(
-                "INSERT OR IGNORE INTO rows (digest, occurrence, opportunity_id, event, body, state, "
-                "source_file, source_row, claim_run, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-                (
-                    (
-                        key.digest,
-                        key.occurrence,
-                        row.opportunity_id,
-                        row.body.get("ActivityEvent"),
-                        json.dumps(row.body, ensure_ascii=False),
-                        origin.file,
-                        origin.row,
-                        self.run_id,
-                        now,
-                    )
-                    for key, row, origin in rows
-                    if key not in claims
-                ),
-            )
+            new = [(key, row, origin) for key, row, origin in rows if key not in claims]
+            if defer:
+                self._deferred.update((key, (row, origin)) for key, row, origin in new)
+            else:
+                self._db.executemany(_INSERT_PENDING, (self._pending(item, now) for item in new))
+            if resend and any(entry.state is RowState.POSTED for entry in known.values()):
+                # posted rows sent again may end failed: posted_keys no longer says only the truth
+                self._db.execute("DELETE FROM posted_keys")
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '0')", (POSTED_INDEX,))
             taken = [(self.run_id, k.digest, k.occurrence) for k, c in claims.items() if c in _MINE]
             self._db.executemany("UPDATE rows SET claim_run = ? WHERE digest = ? AND occurrence = ?", taken)
         return {key: claims.get(key, Claim.SEND) for key, _row, _origin in rows}, known
+
+    def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]:
+        """Write the deferred claims of these keys (a call's rows, just before it is made); returns
+        the keys another run wrote first meanwhile: those rows are its to send, not this run's."""
+        with self._guard():
+            wanted = [(key, self._deferred.pop(key)) for key in keys if key in self._deferred]
+            if not wanted:
+                return set()
+            now, lost = _now(), set()
+            with self._transaction():
+                for key, (row, origin) in wanted:
+                    if (
+                        self._db.execute(_INSERT_PENDING, self._pending((key, row, origin), now)).rowcount
+                        == 0
+                    ):
+                        lost.add(key)
+        return lost
+
+    def _pending(self, item: tuple[RowKey, PlannedRow, Origin], now: str) -> tuple[object, ...]:
+        key, row, origin = item
+        return (
+            key.digest,
+            key.occurrence,
+            row.opportunity_id,
+            row.body.get("ActivityEvent"),
+            json.dumps(row.body, ensure_ascii=False),
+            origin.file,
+            origin.row,
+            self.run_id,
+            now,
+        )
 
     def record(self, records: list[Record]) -> None:
         """Write the state of several rows in one transaction."""
@@ -513,8 +688,23 @@ class SqliteLedger:
                     "claim_run = ?6, updated_at = ?7 WHERE digest = ?8 AND occurrence = ?9",
                     values,
                 )
+                self._index_new_posts([r.key for r in records if r.state is RowState.POSTED], now[:10])
 
     # --- helpers
+
+    def _index_new_posts(self, keys: list[RowKey], day: str) -> None:
+        """Add rows just recorded posted to posted_keys, by the file each came from."""
+        chunks: dict[str | None, bytearray] = {}
+        for key in keys:
+            found = self._db.execute(
+                "SELECT source_file FROM rows WHERE digest = ? AND occurrence = ?", key
+            ).fetchone()
+            if found is not None:  # a key the ledger does not hold was not recorded
+                chunks.setdefault(found[0], bytearray()).extend(pack(key))
+        self._db.executemany(
+            "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
+            ((file, day, bytes(keys)) for file, keys in chunks.items()),
+        )
 
     def _fill_wanted(self, keys: Iterable[RowKey]) -> None:
         self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (digest TEXT, occurrence INTEGER)")
@@ -567,6 +757,10 @@ class SqliteLedger:
 
 
 _MINE = (Claim.SEND, Claim.CHECK)
+_INSERT_PENDING = (
+    "INSERT OR IGNORE INTO rows (digest, occurrence, opportunity_id, event, body, state, "
+    "source_file, source_row, claim_run, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+)
 
 
 def _create(path: Path, account: str) -> bool:
@@ -598,6 +792,41 @@ def _create(path: Path, account: str) -> bool:
     finally:
         for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
             leftover.unlink(missing_ok=True)
+
+
+def _positions(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each of `wanted` (packed keys), a position in `held` holding the same key, or -1.
+
+    Sorted by 8 bytes of each key (digest and occurrence mixed), then every match is confirmed on
+    all 36 bytes; keys sharing those 8 bytes (a key posted twice, or by chance) are settled one by one.
+    """
+    found = np.full(len(wanted), -1, dtype=np.int64)
+    if not len(held) or not len(wanted):
+        return found
+    held_prefix, wanted_prefix = _prefix(held), _prefix(wanted)
+    order = np.argsort(held_prefix, kind="stable")
+    held_prefix = held_prefix[order]
+    low = np.searchsorted(held_prefix, wanted_prefix, "left")
+    high = np.searchsorted(held_prefix, wanted_prefix, "right")
+    one = np.flatnonzero(high - low == 1)
+    place = order[low[one]]
+    same = held[place] == wanted[one]
+    found[one[same]] = place[same]
+    for index in np.flatnonzero(high - low > 1).tolist():
+        for place_ in order[low[index] : high[index]].tolist():
+            if held[place_] == wanted[index]:
+                found[index] = place_
+                break
+    return found
+
+
+def _prefix(packed: np.ndarray) -> np.ndarray:
+    """8 bytes of each packed key: the digest's first 8, mixed with the occurrence."""
+    raw = np.ascontiguousarray(packed, dtype=PACKED).view(np.uint8).reshape(-1, _PACKED_SIZE)
+    digest = raw[:, :8].copy().view("<u8").ravel()
+    occurrence = raw[:, 32:36].copy().view("<u4").ravel().astype(np.uint64)
+    mixed: np.ndarray = digest ^ (occurrence * np.uint64(0x9E3779B97F4A7C15))
+    return mixed
 
 
 _STATES = {state.value: state for state in RowState}  # RowState(text) costs a microsecond a row

@@ -20,8 +20,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from importer.client import ReadError
-from importer.ledger import Claim, Entry, Ledger, Origin, Record, RowKey, RowState, assign_keys
+from importer.ledger import (
+    Claim,
+    Entry,
+    Ledger,
+    Origin,
+    Record,
+    RowKey,
+    RowState,
+    assign_keys,
+    packed_keys,
+    unpack,
+)
 from importer.reconcile import Reader, assign, fetch_activities
 from importer.records import PlannedRow, RowError, Sheet, Stage
 from importer.throttle import RateLimiter, Sleep
@@ -31,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SETTLE_S = 30.0  # how long LeadSquared's reads may lag its writes before "not found" is trusted
 SETTLE_ROUNDS = 3  # look up, send the absent ones again one at a time, look up again...
 BUSY_WAIT_S = 600.0  # how long a run waits at its end for rows another live run is sending
+INDEX_FROM_SHARE = 8  # rows at least 1/8 of the ledger's: matched against posted_keys at once
 
 
 @dataclass
@@ -63,6 +77,52 @@ class Lookup:
     clock: Callable[[], float] = time.time
 
 
+def claim_file(
+    ledger: Ledger,
+    rows: list[PlannedRow],
+    origins: Mapping[int, Origin],
+    lookup: Lookup,
+    *,
+    resend: bool = False,
+    fingerprint: str | None = None,
+) -> tuple[dict[int, RowKey], Resume]:
+    """Key this file's rows and claim them (`resume`); returns the keys of the rows not skipped.
+
+    A large file (a rerun of a big export) takes the fast road: its keys from the ledger's key
+    cache when the fingerprint (importer.key_cache) is known, else computed packed; the rows
+    already posted are found at once in posted_keys and skipped without a RowKey each; only the
+    rest is claimed row by row. A re-fed error workbook, rows of several files and --resend take
+    the road of `row_keys` and `resume` for every row.
+    """
+    packed = ledger.cached_keys(fingerprint, len(rows)) if fingerprint else None
+    if packed is None:
+        packed = packed_keys(rows)
+        if fingerprint:
+            ledger.cache_keys(fingerprint, packed)
+    index = None
+    if not resend and not _refed(rows, origins) and len(rows) * INDEX_FROM_SHARE >= ledger.rows_held():
+        index = ledger.posted_among(packed)
+    if index is None:
+        keys = row_keys(
+            rows,
+            origins,
+            ledger,
+            {row.source_row: unpack(key) for row, key in zip(rows, packed, strict=True)},
+        )
+        return keys, resume(ledger, rows, keys, origins, lookup, resend=resend, defer=True)
+    place, places = index
+    left = np.flatnonzero(place < 0)
+    rest = [rows[i] for i in left.tolist()]
+    keys = {row.source_row: unpack(packed[i]) for row, i in zip(rest, left.tolist(), strict=True)}
+    result = resume(ledger, rest, keys, origins, lookup, defer=True)
+    counts = np.bincount(place[place >= 0], minlength=len(places)).tolist()
+    result.skipped += len(rows) - len(rest)
+    for (file, day), count in zip(places, counts, strict=True):
+        if count:
+            result.skipped_from[(file or "an earlier run", day)] += count
+    return keys, result
+
+
 def resume(
     ledger: Ledger,
     rows: list[PlannedRow],
@@ -71,10 +131,15 @@ def resume(
     lookup: Lookup,
     *,
     resend: bool = False,
+    defer: bool = False,
 ) -> Resume:
-    """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send."""
+    """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send.
+
+    `defer`: rows new to the ledger are written when the sender is about to send them (see
+    `Ledger.claim`); the sender then leaves any another run wrote first to it.
+    """
     claims, known = ledger.claim(
-        [(keys[row.source_row], row, origins[row.source_row]) for row in rows], resend=resend
+        [(keys[row.source_row], row, origins[row.source_row]) for row in rows], resend=resend, defer=defer
     )
     result = Resume()
     to_check: list[PlannedRow] = []
@@ -297,10 +362,23 @@ def row_origins(sheet: Sheet, input_path: Path) -> dict[int, Origin]:
     return own
 
 
-def row_keys(rows: list[PlannedRow], origins: Mapping[int, Origin], ledger: Ledger) -> dict[int, RowKey]:
+def _refed(rows: list[PlannedRow], origins: Mapping[int, Origin]) -> bool:
+    """Whether some row came from elsewhere: a re-fed error workbook, or rows of several files."""
+    if len({origin.file for origin in origins.values()}) > 1:
+        return True
+    return any(origins[row.source_row].row != row.source_row for row in rows)
+
+
+def row_keys(
+    rows: list[PlannedRow],
+    origins: Mapping[int, Origin],
+    ledger: Ledger,
+    keys: dict[int, RowKey] | None = None,
+) -> dict[int, RowKey]:
     """Each row's ledger key: its content and occurrence, or for a re-fed workbook row the key its
-    original row was recorded under (found by digest, file and row), so it is never posted twice."""
-    keys = assign_keys(rows)
+    original row was recorded under (found by digest, file and row), so it is never posted twice.
+    `keys`: the content keys (`assign_keys`), when already made."""
+    keys = assign_keys(rows) if keys is None else keys
     several_files = len({origin.file for origin in origins.values()}) > 1  # once: not once per row
     wanted = [
         (keys[row.source_row].digest, origins[row.source_row])

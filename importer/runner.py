@@ -23,6 +23,7 @@ from importer.client import Credentials, LsqClient, host_of
 from importer.errors import ApiUnusableError, ExitStatus, MappingError, OutputError, UsageError
 from importer.events import CancelToken, Phase, Progress, ProgressCallback
 from importer.gcpause import release as release_frozen
+from importer.key_cache import account_context, fingerprint
 from importer.ledger import LedgerError, RowKey, SqliteLedger, default_ledger_path, state_dir
 from importer.loader import TEXT_SUFFIXES, WORKBOOK_SUFFIXES, load_sheet, sheet_holding
 from importer.lookup import needs_lookup, planned_calls, resolve
@@ -34,8 +35,7 @@ from importer.resume import (
     DEFAULT_SETTLE_S,
     Lookup,
     Resume,
-    resume,
-    row_keys,
+    claim_file,
     row_origins,
     settle,
     wait_for_others,
@@ -199,6 +199,7 @@ class Prepared:
     batches: list[Batch]
     lookup_calls: int = 0  # look-up calls made to find the rows' opportunities (importer.lookup)
     org: str | None = None  # the account's org id, once preflight has asked (the ledger is per account)
+    account_context: str = ""  # what the account's metadata made of the bodies (importer.key_cache)
 
 
 def prepare(
@@ -411,8 +412,8 @@ def _resume(
         return {}, Resume(to_send=list(rows))
     events.emit(Phase.RECONCILING, rows_failed=len(prepared.validated.failed_rows))
     origins = row_origins(prepared.sheet, config.input_path)
-    keys = row_keys(rows, origins, ledger)
-    return keys, resume(ledger, rows, keys, origins, lookup, resend=config.resend)
+    known = fingerprint(config.input_path, config.sheet, prepared.mapping, prepared.account_context, rows)
+    return claim_file(ledger, rows, origins, lookup, resend=config.resend, fingerprint=known)
 
 
 def _open_ledger(config: ImportConfig, client: LsqClient, org: str | None) -> SqliteLedger:
@@ -461,13 +462,23 @@ def _settle_in_this_run(
             settled = {row.source_row for row in report.uncertain}
             report.errors = [e for e in report.errors if e.source_row not in settled] + errors
             report.posted.extend(posted)
-    if resumed.busy and report.ledger_problem is None:
-        posted_by_others, left = wait_for_others(ledger, resumed.busy, keys)
+    busy = resumed.busy + report.taken_by_others  # claimed by another run before this one sent them
+    if busy and report.ledger_problem is None:
+        posted_by_others, left = wait_for_others(ledger, busy, keys)
         resumed.skipped += posted_by_others
         if posted_by_others:
             day = datetime.now(UTC).date().isoformat()
             resumed.skipped_from[("another run at the same time", day)] += posted_by_others
         report.errors.extend(left)
+    elif busy:  # the ledger failed: another run's rows cannot be checked, so they are told as not sent
+        report.errors.extend(
+            RowError(
+                row.source_row,
+                Stage.NOT_SENT,
+                "not sent: another lsq-import run on this account was sending this row; the next run checks it",
+            )
+            for row in busy
+        )
 
 
 class _Events:
@@ -679,6 +690,7 @@ def preflight(
         validated=validated,
         batches=plan_batches(validated.rows, config.batch_size),
         org=account.identity.org,
+        account_context=account_context(activities, event),
     )
     return _look_up(config, prepared, client, limiter, org=account.identity.org, events=events)
 

@@ -177,6 +177,28 @@ def _today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
+def test_the_same_file_under_a_changed_mapping_is_keyed_afresh_not_from_the_key_cache(
+    tmp_path, mapping, account
+):
+    # night two reads the same bytes, but its mapping makes other payloads (times in UTC, not IST):
+    # other rows by content, so they are sent; keys kept from night one would have skipped them
+    sandbox, env = account
+    rows = make_rows(60, seed=4)
+    first = write_csv(tmp_path / "visits.csv", rows)
+    assert run(first, mapping, env).code == 0
+    in_utc = tmp_path / "utc.yaml"
+    in_utc.write_text(MAPPING.replace('"Asia/Kolkata"', '"UTC"'), encoding="utf-8")
+
+    again = run(first, mapping, env)
+    night_two = run(first, in_utc, env)
+
+    assert again.summary["rows_skipped"] == 60
+    assert again.summary["rows_posted"] == 0
+    assert night_two.summary["rows_posted"] == 60, night_two.output
+    times = Counter(a.activity_datetime[11:16] for a in sandbox.activities() if a.note == "visit 0")
+    assert len(times) == 2  # one activity per payload: 09:00 IST sent as 03:30, then 09:00 UTC
+
+
 def test_a_grown_export_under_a_new_name_sends_only_the_new_rows(tmp_path, mapping, account):
     sandbox, env = account
     rows = make_rows(120, seed=2)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.ledger import RowKey, assign_keys
+from importer.ledger import PACKED, RowKey, _positions, assign_keys, pack, packed_keys, unpack
 from importer.records import PlannedRow
 
 _TEXT = st.text(alphabet='aZ09 .@-"\\é\n\u2028\x00\u200b', max_size=8)
@@ -50,3 +51,43 @@ def test_the_canonical_text_is_pinned():
     [key] = assign_keys([PlannedRow(2, "opp", body)]).values()  # type: ignore[list-item]
     text = '["opp",{"ActivityEvent":201,"ActivityOwnerEmail":"a@example.com","Fields":[{"SchemaName":"mx","Value":"1"}]}]'
     assert key == RowKey(hashlib.sha256(text.encode()).hexdigest(), 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["opp-1", "opp-2"]), _BODY), max_size=12))
+def test_packed_keys_are_the_same_keys_in_row_order(items):
+    rows = [PlannedRow(index + 2, opportunity, body) for index, (opportunity, body) in enumerate(items)]
+    keys = assign_keys(rows)
+    packed = packed_keys(rows)
+    assert [unpack(item) for item in packed] == [keys[row.source_row] for row in rows]
+    assert [pack(keys[row.source_row]) for row in rows] == [item.ljust(36, b"\0") for item in packed]
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1))
+def test_a_packed_key_unpacks_whole_even_when_it_ends_in_zero_bytes(digest, occurrence):
+    # numpy drops an S36 item's trailing zero bytes: a digest ending in 00 with occurrence 0 must survive
+    key = RowKey(digest.hex(), occurrence)
+    item = np.array([pack(key)], dtype=PACKED)[0]
+    assert unpack(item) == key
+
+
+_PACKED_KEY = st.builds(
+    lambda head, tail, occurrence: head + tail + occurrence.to_bytes(4, "little"),
+    st.sampled_from([b"\0" * 8, b"\1" * 8, b"\xff" * 8]),  # few heads: keys that share 8 bytes
+    st.binary(min_size=24, max_size=24),
+    st.integers(0, 3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PACKED_KEY, max_size=30), st.lists(_PACKED_KEY, max_size=30), st.randoms())
+def test_positions_find_exactly_the_keys_held(held, wanted, random):
+    wanted = wanted + random.sample(held, min(len(held), 5))  # some surely held
+    held_array, wanted_array = np.array(held, dtype=PACKED), np.array(wanted, dtype=PACKED)
+    found = _positions(held_array, wanted_array)
+    for key, position in zip(wanted, found.tolist(), strict=True):
+        if key in held:
+            assert position >= 0
+            assert held[position] == key
+        else:
+            assert position == -1

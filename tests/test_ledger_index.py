@@ -1,0 +1,330 @@
+"""The ledger's fast road for large reruns (issues 9 and 15): posted_keys, the index of every posted
+row, and key_cache, the packed keys of the last files by fingerprint.
+
+Both only save time: whatever they hold, `claim_file` must decide exactly what the row-by-row
+road (`row_keys` + `resume`) decides. Real SQLite files in the test's folder, no mocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from importer import ledger as ledger_module
+from importer.key_cache import account_context, fingerprint
+from importer.ledger import (
+    POSTED_INDEX,
+    Claim,
+    Origin,
+    Record,
+    RowState,
+    SqliteLedger,
+    assign_keys,
+    packed_keys,
+)
+from importer.mapping import load_mapping
+from importer.records import PlannedRow
+from importer.resume import Lookup, Resume, claim_file, resume, row_keys
+from importer.throttle import RateLimit, RateLimiter
+from tests.test_ledger import HOST, ORG, claimable, open_ledger, planned
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ledgers" / "account.sqlite"
+
+
+class _NoReads:
+    """No row of these tests has an unknown outcome: a look-up would be a mistake."""
+
+    def activities_of_opportunity(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError("a look-up was made")
+
+
+def _lookup() -> Lookup:
+    return Lookup(_NoReads(), RateLimiter(RateLimit(25, 1.0)), settle_s=0.0)  # type: ignore[arg-type]
+
+
+def _origins(rows: list[PlannedRow], file: str = "visits.csv") -> dict[int, Origin]:
+    return {row.source_row: Origin(file, row.source_row) for row in rows}
+
+
+def _by_row_road(path: Path, rows: list[PlannedRow], file: str = "visits.csv") -> Resume:
+    with SqliteLedger.open(path, HOST, ORG) as ledger:
+        origins = _origins(rows, file)
+        keys = row_keys(rows, origins, ledger)
+        return resume(ledger, rows, keys, origins, _lookup())
+
+
+def _fast_road(path: Path, rows: list[PlannedRow], file: str = "visits.csv", **kwargs: object) -> Resume:
+    with SqliteLedger.open(path, HOST, ORG) as ledger:
+        return claim_file(ledger, rows, _origins(rows, file), _lookup(), **kwargs)[1]  # type: ignore[arg-type]
+
+
+def _copy(path: Path) -> Path:
+    """A copy of a ledger with what its write-ahead log holds (a file copy would miss it)."""
+    copy = path.with_suffix(".copy")
+    source, target = sqlite3.connect(path), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return copy
+
+
+def _decided(result: Resume) -> tuple[object, ...]:
+    return (
+        [row.source_row for row in result.to_send],
+        result.skipped,
+        dict(result.skipped_from),
+        result.failed_before,
+        [row.source_row for row in result.busy],
+    )
+
+
+def _state_ledger(path: Path, states: list[str]) -> list[PlannedRow]:
+    """A ledger where row i of a file was left in states[i] by earlier runs (or never seen)."""
+    rows = [planned(index + 2, f"note {index % 3}") for index in range(len(states))]  # some identical
+    claimed = claimable(rows, "monday.csv")
+    with open_ledger(path) as ledger:
+        mine = [item for item, state in zip(claimed, states, strict=True) if state != "absent"]
+        ledger.claim(mine)
+        ledger.record(
+            [
+                Record(key, row, RowState.POSTED if state == "posted" else RowState.FAILED, "act")
+                for (key, row, _), state in zip(claimed, states, strict=True)
+                if state in ("posted", "failed")
+            ]
+        )
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # an older version's posts: rows table only
+        for (key, _row, _), state in zip(claimed, states, strict=True):
+            if state == "posted by an older version":
+                db.execute(
+                    "UPDATE rows SET state = 'posted', posted_at = '2026-11-30T20:00:00+00:00' "
+                    "WHERE digest = ? AND occurrence = ?",
+                    key,
+                )
+    return rows
+
+
+_STATES = st.lists(
+    st.sampled_from(["absent", "pending", "posted", "failed", "posted by an older version"]), max_size=14
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_STATES)
+def test_the_fast_road_decides_what_the_row_by_row_road_decides(tmp_path, states):
+    path = tmp_path / f"{abs(hash(tuple(states)))}.sqlite"
+    path.unlink(missing_ok=True)
+    rows = _state_ledger(path, states)
+    copy = _copy(path)
+
+    fast, by_row = _fast_road(path, rows, "tuesday.csv"), _by_row_road(copy, rows, "tuesday.csv")
+
+    assert _decided(fast) == _decided(by_row)
+    assert fast.skipped == sum(state.startswith("posted") for state in states)
+
+
+def test_posted_among_gives_each_posted_row_its_file_and_day_and_nothing_else(path):
+    rows = [planned(2, "a"), planned(3, "b"), planned(4, "c"), planned(5, "a")]
+    claimed = claimable(rows, "monday.csv")
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        (key_a, row_a, _), (key_b, row_b, _), (key_c, row_c, _), _never = claimed
+        ledger.record([Record(key_a, row_a, RowState.POSTED, "act-1"), Record(key_b, row_b, RowState.FAILED)])
+        ledger.record([Record(key_c, row_c, RowState.SENDING)])
+        where, places = ledger.posted_among(packed_keys(rows))  # type: ignore[misc]
+
+    assert where.tolist()[1:] == [-1, -1, -1]
+    assert places[where[0]][0] == "monday.csv"
+    assert len(places[where[0]][1]) == len("2026-12-02")
+
+
+def test_an_older_ledger_gets_its_index_once_when_opened(path):
+    rows = [planned(2, "a"), planned(3, "b")]
+    claimed = claimable(rows)
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+    with sqlite3.connect(path) as db:  # as an older version left it: no index at all
+        db.execute("DELETE FROM posted_keys")
+        db.execute("DELETE FROM meta WHERE key = ?", (POSTED_INDEX,))
+
+    with open_ledger(path) as again:
+        where, _places = again.posted_among(packed_keys(rows))  # type: ignore[misc]
+
+    assert (where >= 0).tolist() == [True, False]
+
+
+def test_resend_drops_the_index_so_a_row_whose_resend_failed_is_not_taken_for_posted(path):
+    rows = [planned(2, "a")]
+    claimed = claimable(rows)
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+    with open_ledger(path) as resending:
+        resending.claim(claimed, resend=True)
+        assert resending.posted_among(packed_keys(rows)) is None  # not usable meanwhile
+        resending.record([Record(claimed[0][0], rows[0], RowState.FAILED, message="refused")])
+    copy = _copy(path)
+
+    assert _decided(_fast_road(path, rows)) == _decided(_by_row_road(copy, rows))
+    assert [row.source_row for row in _fast_road(path, rows).to_send] == [2]
+
+
+def test_chunks_of_posted_keys_are_merged_at_close_and_still_say_the_same(path, monkeypatch):
+    monkeypatch.setattr(ledger_module, "COMPACT_FROM_CHUNKS", 3)
+    rows = [planned(index, f"n{index}") for index in range(2, 12)]
+    claimed = claimable(rows, "monday.csv")
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        for key, row, _ in claimed[:8]:  # one chunk per call, as the sender records them
+            ledger.record([Record(key, row, RowState.POSTED, "act")])
+        before = ledger.posted_among(packed_keys(rows))
+    with sqlite3.connect(path) as db:
+        chunks = db.execute("SELECT count(*) FROM posted_keys").fetchone()[0]
+    with open_ledger(path) as again:
+        after = again.posted_among(packed_keys(rows))
+
+    assert chunks == 1
+    assert before is not None
+    assert after is not None
+    assert [before[1][i] if i >= 0 else None for i in before[0].tolist()] == [
+        after[1][i] if i >= 0 else None for i in after[0].tolist()
+    ]
+    assert (after[0] >= 0).sum() == 8
+
+
+def test_the_key_cache_gives_back_a_files_keys_and_keeps_only_the_latest_files(path):
+    rows = [planned(2, "a"), planned(3, "a")]
+    packed = packed_keys(rows)
+    with open_ledger(path) as ledger:
+        assert ledger.cached_keys("one", 2) is None
+        ledger.cache_keys("one", packed)
+        for other in range(ledger_module.KEY_CACHE_ENTRIES):
+            ledger.cache_keys(f"other-{other}", packed[:1])
+        cached_after_others = ledger.cached_keys("one", 2)
+    with open_ledger(path) as again:
+        again.cache_keys("one", packed)
+        assert again.cached_keys("one", 3) is None  # keys for another number of rows: not these
+        assert np.array_equal(again.cached_keys("one", 2), packed)  # type: ignore[arg-type]
+
+    assert cached_after_others is None  # pushed out by eight newer files
+    assert list(assign_keys(rows).values())[1].occurrence == 1
+
+
+@pytest.mark.parametrize("resend", [False, True])
+def test_claim_file_keeps_the_keys_it_computed_under_the_fingerprint(path, resend):
+    rows = [planned(2, "a"), planned(3, "b")]
+    with open_ledger(path) as ledger:
+        keys, _ = claim_file(ledger, rows, _origins(rows), _lookup(), resend=resend, fingerprint="f1")
+        cached = ledger.cached_keys("f1", 2)
+
+    assert cached is not None
+    assert np.array_equal(cached, packed_keys(rows))
+    assert keys == assign_keys(rows)
+
+
+# --- the fingerprint: every input of a file's keys changes it
+
+
+def _fingerprint_inputs(tmp_path: Path) -> dict[str, object]:
+    source = tmp_path / "visits.csv"
+    source.write_text("Opportunity ID,Note\nopp-1,a\nopp-1,b\n", encoding="utf-8")
+    mapping = load_mapping_text(tmp_path, 'note: {column: "Note"}')
+    return {
+        "input_path": source,
+        "sheet": None,
+        "mapping": mapping,
+        "context": account_context({201: "activity type 201"}, None),
+        "rows": [planned(2, "a"), planned(3, "b")],
+    }
+
+
+def load_mapping_text(tmp_path: Path, note: str) -> object:
+    path = tmp_path / f"mapping-{len(list(tmp_path.glob('mapping-*')))}.yaml"
+    path.write_text(
+        'activity_event: {value: 201}\nopportunity_id: {column: "Opportunity ID"}\n'
+        f"owner_email: {{value: asha@example.com}}\n{note}\n",
+        encoding="utf-8",
+    )
+    return load_mapping(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["file bytes", "sheet", "mapping", "account metadata", "event code", "opportunity found", "rows kept"],
+)
+def test_the_fingerprint_changes_with_each_thing_the_keys_are_made_of(tmp_path, change):
+    inputs = _fingerprint_inputs(tmp_path)
+    before = fingerprint(**inputs)  # type: ignore[arg-type]
+    if change == "file bytes":
+        inputs["input_path"].write_text("Opportunity ID,Note\nopp-1,a\nopp-1,c\n", encoding="utf-8")  # type: ignore[union-attr]
+    elif change == "sheet":
+        inputs["sheet"] = "Visits"
+    elif change == "mapping":
+        inputs["mapping"] = load_mapping_text(tmp_path, 'note: {template: "{Note} (visit)"}')
+    elif change == "account metadata":
+        inputs["context"] = account_context({201: "activity type 201, its options renamed"}, None)
+    elif change == "event code":
+        inputs["context"] = account_context({201: "activity type 201"}, 201)
+    elif change == "opportunity found":  # a look-up found another opportunity for row 3
+        inputs["rows"] = [planned(2, "a"), planned(3, "b", opportunity="opp-2")]
+    else:
+        inputs["rows"] = [planned(2, "a")]
+    assert fingerprint(**inputs) != before  # type: ignore[arg-type]
+
+
+def test_a_file_that_cannot_be_read_again_has_no_fingerprint(tmp_path):
+    inputs = _fingerprint_inputs(tmp_path)
+    inputs["input_path"] = tmp_path / "gone.csv"
+    assert fingerprint(**inputs) is None  # type: ignore[arg-type]
+
+
+# --- claims of new rows deferred to their call
+
+
+def _held(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT count(*) FROM rows").fetchone()[0])
+
+
+def test_new_rows_claimed_with_defer_are_written_only_when_their_call_is_made(path):
+    rows = claimable([planned(2, "a"), planned(3, "b"), planned(4, "c")])
+    with open_ledger(path) as ledger:
+        claims = ledger.claim(rows, defer=True)[0]
+        before = _held(path)
+        lost = ledger.claim_deferred([rows[0][0], rows[1][0]])  # the first call's rows
+        after_first_call = _held(path)
+        again = ledger.claim_deferred([rows[0][0]])  # already written: nothing to do
+
+    assert set(claims.values()) == {Claim.SEND}
+    assert (before, after_first_call) == (0, 2)
+    assert lost == set()
+    assert again == set()
+    assert _held(path) == 2  # the row never sent left no trace: the next run sends it
+
+
+def test_a_deferred_row_another_run_wrote_first_is_left_to_that_run(path):
+    rows = claimable([planned(2, "a"), planned(3, "b")])
+    first, second = open_ledger(path), open_ledger(path)
+    try:
+        first.claim(rows, defer=True)
+        second.claim(rows, defer=True)  # both saw two new rows
+        assert second.claim_deferred([rows[1][0]]) == set()  # the second run's call goes first
+        lost = first.claim_deferred([key for key, _, _ in rows])
+        taken = second.claimed_by_others([rows[0][0]]), first.claimed_by_others([rows[1][0]])
+    finally:
+        first.close()
+        second.close()
+
+    assert lost == {rows[1][0]}
+    assert taken == ({rows[0][0]}, {rows[1][0]})  # each run's row is busy for the other
