@@ -49,6 +49,7 @@ class SendReport:
     uncertain: list[PlannedRow] = field(default_factory=list)  # rows of unknown outcome, to settle
     first_uncertain_at: datetime | None = None  # when the first call of unknown outcome started
     last_uncertain_at: datetime | None = None  # when the last one ended
+    taken_by_others: list[PlannedRow] = field(default_factory=list)  # claimed by another run first
 
     def count(self, stage: Stage) -> int:
         return sum(1 for error in self.errors if error.stage is stage)
@@ -173,7 +174,9 @@ class Sender:
                 return
             for batch in group:
                 try:
-                    self._send_rows(batch.opportunity_id, list(batch.rows))
+                    rows = self._claim(list(batch.rows))
+                    if rows:
+                        self._send_rows(batch.opportunity_id, rows)
                 except _Stopped:
                     break
                 except LedgerError as exc:  # one clear message, no traceback; rows in flight stay unknown
@@ -281,6 +284,21 @@ class Sender:
                 first = self._report.first_uncertain_at
                 self._report.first_uncertain_at = min(first, started) if first else started
                 self._report.last_uncertain_at = datetime.now(UTC)
+
+    def _claim(self, rows: list[PlannedRow]) -> list[PlannedRow]:
+        """The rows of a call the ledger gives this run (claims deferred until now, see
+        Ledger.claim(defer=True)); a row another run claimed meanwhile is left to it."""
+        if self._journal is None:
+            return rows
+        lost = self._journal.claim_deferred([self._keys[row.source_row] for row in rows])
+        if not lost:
+            return rows
+        with self._lock:
+            for row in rows:
+                if self._keys[row.source_row] in lost:
+                    self._settled.add(row.source_row)
+                    self._report.taken_by_others.append(row)
+        return [row for row in rows if self._keys[row.source_row] not in lost]
 
     def _mark_sending(self, rows: list[PlannedRow]) -> None:
         self._journal_write(rows, RowState.SENDING)
