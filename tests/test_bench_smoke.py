@@ -29,10 +29,15 @@ def test_bench_quick_run_measures_everything_it_reports(tmp_path):
     assert send["exit_code"] == 0
     assert send["posted"] == send["rows"]  # every row arrived, whatever was throttled
     assert send["calls"] >= send["minimum"]
-    assert {item["kind"] for item in measured["ledger"]} == {"ledger-nightly", "ledger-rerun"}
-    rerun = next(item for item in measured["ledger"] if item["kind"] == "ledger-rerun")
+    ledger = {item["kind"]: item for item in measured["ledger"]}
+    assert set(ledger) == {"ledger-nightly", "ledger-rerun", "ledger-grown"}
+    rerun, grown, nightly = ledger["ledger-rerun"], ledger["ledger-grown"], ledger["ledger-nightly"]
     assert rerun["skipped"] == rerun["rows_total"] > 0
     assert rerun["to_send"] == 0
+    assert rerun["cached"] == 1  # the first run's keys, from the ledger's key cache
+    assert grown["cached"] == 0  # a changed file: its keys computed
+    assert grown["skipped"] == rerun["rows_total"]
+    assert grown["to_send"] == nightly["to_send"] == nightly["rows_total"] > 0
     narrow = measured["lookup"]["since the uncertain call"]
     assert narrow["read_calls"] == 1
     assert narrow["has_uncertain_row"]
