@@ -148,20 +148,6 @@ def content_digest(opportunity_id: str, body: ActivityBody) -> str:
 _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
-    """The content key of each row, by source row; identical rows get occurrences 0, 1, 2..."""
-    seen: dict[str, int] = {}
-    keys = {}
-    encode, sha256 = _CANONICAL.encode, hashlib.sha256
-    with gc_paused():
-        for row in rows:
-            digest = sha256(encode([row.opportunity_id, row.body]).encode("utf-8")).hexdigest()
-            occurrence = seen.get(digest, 0)
-            seen[digest] = occurrence + 1
-            keys[row.source_row] = RowKey(digest, occurrence)
-    return keys
-
-
 PACKED = np.dtype("S36")  # a key packed: its digest's 32 bytes, then its occurrence (4 bytes, little-endian)
 _PACKED_SIZE = PACKED.itemsize
 
@@ -180,6 +166,12 @@ def packed_keys(rows: Iterable[PlannedRow]) -> np.ndarray:
             out += digest
             out += occurrence.to_bytes(4, "little")
     return np.frombuffer(bytes(out), dtype=PACKED)
+
+
+def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
+    """The content key of each row, by source row; identical rows get occurrences 0, 1, 2..."""
+    rows = list(rows)
+    return {row.source_row: unpack(item) for row, item in zip(rows, packed_keys(rows), strict=True)}
 
 
 def pack(key: RowKey) -> bytes:
@@ -428,10 +420,7 @@ class SqliteLedger:
                 chunk = chunks.setdefault((file, day), bytearray())
                 chunk += bytes.fromhex(digest)
                 chunk += occurrence.to_bytes(4, "little")
-            self._db.executemany(
-                "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
-                ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
-            )
+            self._add_posted(chunks)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (POSTED_INDEX,))
 
     def _compact_posted(self) -> None:
@@ -443,10 +432,7 @@ class SqliteLedger:
             for file, day, keys in self._db.execute("SELECT file, day, keys FROM posted_keys ORDER BY chunk"):
                 chunks.setdefault((file, day), bytearray()).extend(keys)
             self._db.execute("DELETE FROM posted_keys")
-            self._db.executemany(
-                "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
-                ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
-            )
+            self._add_posted(chunks)
 
     def _meta(self, key: str) -> str | None:
         found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -694,16 +680,19 @@ class SqliteLedger:
 
     def _index_new_posts(self, keys: list[RowKey], day: str) -> None:
         """Add rows just recorded posted to posted_keys, by the file each came from."""
-        chunks: dict[str | None, bytearray] = {}
+        chunks: dict[tuple[str | None, str], bytearray] = {}
         for key in keys:
             found = self._db.execute(
                 "SELECT source_file FROM rows WHERE digest = ? AND occurrence = ?", key
             ).fetchone()
             if found is not None:  # a key the ledger does not hold was not recorded
-                chunks.setdefault(found[0], bytearray()).extend(pack(key))
+                chunks.setdefault((found[0], day), bytearray()).extend(pack(key))
+        self._add_posted(chunks)
+
+    def _add_posted(self, chunks: dict[tuple[str | None, str], bytearray]) -> None:
         self._db.executemany(
             "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
-            ((file, day, bytes(keys)) for file, keys in chunks.items()),
+            ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
         )
 
     def _fill_wanted(self, keys: Iterable[RowKey]) -> None:

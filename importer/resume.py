@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SETTLE_S = 30.0  # how long LeadSquared's reads may lag its writes before "not found" is trusted
 SETTLE_ROUNDS = 3  # look up, send the absent ones again one at a time, look up again...
 BUSY_WAIT_S = 600.0  # how long a run waits at its end for rows another live run is sending
+SENT_BY_ANOTHER_RUN = (
+    "not sent: another lsq-import run on this account was sending this row and has not settled it; "
+    "the next run checks it"
+)
 INDEX_FROM_SHARE = 8  # rows at least 1/8 of the ledger's: matched against posted_keys at once
 
 
@@ -294,12 +298,7 @@ def wait_for_others(
     entries = ledger.entries(keys[row.source_row] for row in rows)
     posted = sum(1 for row in rows if _state(entries, keys[row.source_row]) is RowState.POSTED)
     left = [
-        RowError(
-            row.source_row,
-            Stage.NOT_SENT,
-            "not sent: another lsq-import run on this account was sending this row and has not "
-            "settled it; the next run checks it",
-        )
+        RowError(row.source_row, Stage.NOT_SENT, SENT_BY_ANOTHER_RUN)
         for row in rows
         if _state(entries, keys[row.source_row]) is not RowState.POSTED
     ]

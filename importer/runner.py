@@ -33,6 +33,7 @@ from importer.records import EARLIER_FAILURE, PlannedRow, RowError, Sheet, Stage
 from importer.report import Totals, check_writable, write_error_workbook
 from importer.resume import (
     DEFAULT_SETTLE_S,
+    SENT_BY_ANOTHER_RUN,
     Lookup,
     Resume,
     claim_file,
@@ -471,14 +472,7 @@ def _settle_in_this_run(
             resumed.skipped_from[("another run at the same time", day)] += posted_by_others
         report.errors.extend(left)
     elif busy:  # the ledger failed: another run's rows cannot be checked, so they are told as not sent
-        report.errors.extend(
-            RowError(
-                row.source_row,
-                Stage.NOT_SENT,
-                "not sent: another lsq-import run on this account was sending this row; the next run checks it",
-            )
-            for row in busy
-        )
+        report.errors.extend(RowError(row.source_row, Stage.NOT_SENT, SENT_BY_ANOTHER_RUN) for row in busy)
 
 
 class _Events:
