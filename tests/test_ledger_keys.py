@@ -7,10 +7,20 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.ledger import PACKED, RowKey, _positions, assign_keys, pack, packed_keys, unpack
+from importer.ledger import (
+    PACKED,
+    RowKey,
+    _positions,
+    assign_keys,
+    canonical_bytes,
+    pack,
+    packed_keys,
+    unpack,
+)
 from importer.records import PlannedRow
 
 _TEXT = st.text(alphabet='aZ09 .@-"\\é\n\u2028\x00\u200b', max_size=8)
@@ -40,6 +50,32 @@ def test_keys_are_the_digest_of_the_canonical_json_counted_with_multiplicity(ite
         digest = _reference(row.opportunity_id, row.body)
         assert keys[row.source_row] == RowKey(digest, seen.get(digest, 0))
         seen[digest] = seen.get(digest, 0) + 1
+
+
+# any text at all, lone surrogates included (which neither writer can put in UTF-8)
+_ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)
+_ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ANY_TEXT, st.dictionaries(_ANY_TEXT, _ANY_VALUE, max_size=6))
+def test_the_canonical_bytes_are_the_standard_librarys_for_any_text_and_nesting(opportunity, body):
+    # orjson writes the text for speed: it must be byte for byte what json.dumps wrote, or every
+    # ledger already written would take its rows for new ones
+    reference = json.dumps([opportunity, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    try:
+        expected = reference.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            canonical_bytes(opportunity, body)  # type: ignore[arg-type]
+        return
+    assert canonical_bytes(opportunity, body) == expected  # type: ignore[arg-type]
+    [key] = assign_keys([PlannedRow(2, opportunity, body)]).values()  # type: ignore[arg-type]
+    assert key.digest == hashlib.sha256(expected).hexdigest()
 
 
 def test_the_canonical_text_is_pinned():
