@@ -124,7 +124,12 @@ class Ledger(Protocol):
     path: Path
 
     def claim(
-        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False, defer: bool = False
+        self,
+        rows: list[tuple[RowKey, PlannedRow, Origin]],
+        *,
+        resend: bool = False,
+        defer: bool = False,
+        unposted: bool = False,
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]: ...
     def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
     def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]: ...
@@ -247,6 +252,15 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS rows_by_opportunity ON rows (opportunity_id, event);
 CREATE INDEX IF NOT EXISTS rows_by_origin ON rows (source_file, source_row);
 CREATE INDEX IF NOT EXISTS rows_by_claim ON rows (claim_run) WHERE claim_run IS NOT NULL;
+-- the rows not posted (pending, sending, failed, unknown): usually few, read whole by a large file's claim
+CREATE INDEX IF NOT EXISTS rows_unsettled ON rows (digest, occurrence) WHERE state != 'posted';
+-- a row posted by a writer that does not keep posted_keys (a version before it) makes it untrusted:
+-- it is rebuilt at the next open. `record` keeps the index and says so again in the same transaction.
+CREATE TRIGGER IF NOT EXISTS rows_posted_unindexed AFTER UPDATE OF state ON rows
+    WHEN new.state = 'posted' AND old.state != 'posted'
+    BEGIN UPDATE meta SET value = '0' WHERE key = 'posted_index'; END;
+CREATE TRIGGER IF NOT EXISTS rows_inserted_posted AFTER INSERT ON rows WHEN new.state = 'posted'
+    BEGIN UPDATE meta SET value = '0' WHERE key = 'posted_index'; END;
 -- the keys of the posted rows, packed (PACKED) in chunks with the file they came from and the day:
 -- a rerun of a large file learns which of its rows are posted without reading the rows table
 CREATE TABLE IF NOT EXISTS posted_keys (chunk INTEGER PRIMARY KEY, file TEXT, day TEXT NOT NULL, keys BLOB NOT NULL);
@@ -600,7 +614,12 @@ class SqliteLedger:
     # --- claiming and recording
 
     def claim(
-        self, rows: list[tuple[RowKey, PlannedRow, Origin]], *, resend: bool = False, defer: bool = False
+        self,
+        rows: list[tuple[RowKey, PlannedRow, Origin]],
+        *,
+        resend: bool = False,
+        defer: bool = False,
+        unposted: bool = False,
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]:
         """Claim every row this run may send, in one transaction; say what may be done with each,
         and what the ledger knew of the rows it already held (read in the same pass).
@@ -609,10 +628,24 @@ class SqliteLedger:
         not hold yet have their payload written, so a rerun of a file writes no payloads at all.
         `defer`: those new rows are written when their call is about to be made (`claim_deferred`),
         not before the first call: a nightly file of 50,000 new rows starts sending at once.
+        `unposted` (with `defer`): posted_among found none of these rows posted, so only the rows
+        the ledger holds unsettled are looked at (a partial index: usually few), not every key
+        against a large ledger. A row another run posted since is not lost: its deferred claim
+        finds it written (`claim_deferred`) and leaves it to that run.
         """
         now = _now()
         with self._guard(), self._transaction():
-            existing = self._rows_of([key for key, _row, _origin in rows], f"claim_run, {_ENTRY_COLUMNS}")
+            keys = [key for key, _row, _origin in rows]
+            if unposted and defer:
+                wanted = set(keys)
+                keys = [
+                    key
+                    for found in self._db.execute(
+                        "SELECT digest, occurrence FROM rows INDEXED BY rows_unsettled WHERE state != 'posted'"
+                    )
+                    if (key := RowKey(*found)) in wanted
+                ]
+            existing = self._rows_of(keys, f"claim_run, {_ENTRY_COLUMNS}")
             alive = self._alive(
                 {str(found[0]) for found in existing.values() if found[0] not in (None, self.run_id)}
             )
@@ -686,6 +719,7 @@ class SqliteLedger:
             if self._closed:  # a worker abandoned by a second Ctrl-C answers after the run ended
                 return
             with self._transaction():
+                indexed = self._meta(POSTED_INDEX) == "1"
                 self._db.executemany(
                     "UPDATE rows SET state = ?1, activity_id = COALESCE(?2, activity_id), "
                     "posted_at = COALESCE(?3, CASE WHEN ?1 = 'posted' THEN posted_at END), "
@@ -694,6 +728,8 @@ class SqliteLedger:
                     values,
                 )
                 self._index_new_posts([r.key for r in records if r.state is RowState.POSTED], now[:10])
+                if indexed:  # the trigger took these posts for an older writer's
+                    self._db.execute("UPDATE meta SET value = '1' WHERE key = ?", (POSTED_INDEX,))
 
     # --- helpers
 
@@ -805,27 +841,39 @@ def _create(path: Path, account: str) -> bool:
 def _positions(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """For each of `wanted` (packed keys), a position in `held` holding the same key, or -1.
 
-    Sorted by 8 bytes of each key (digest and occurrence mixed), then every match is confirmed on
-    all 36 bytes; keys sharing those 8 bytes (a key posted twice, or by chance) are settled one by one.
+    The smaller side is sorted by 8 bytes of each key (digest and occurrence mixed) and the other
+    searched in it: a nightly file of 50,000 rows against a million posted sorts 50,000, not a
+    million. Every match is confirmed on all 36 bytes; keys sharing those 8 bytes (a key posted
+    twice, or by chance) are settled one by one.
     """
     found = np.full(len(wanted), -1, dtype=np.int64)
     if not len(held) or not len(wanted):
         return found
-    held_prefix, wanted_prefix = _prefix(held), _prefix(wanted)
-    order = np.argsort(held_prefix, kind="stable")
-    held_prefix = held_prefix[order]
-    low = np.searchsorted(held_prefix, wanted_prefix, "left")
-    high = np.searchsorted(held_prefix, wanted_prefix, "right")
+    if len(wanted) < len(held):
+        held_at, wanted_at = _matches(wanted, held)  # wanted sorted, held searched
+    else:
+        wanted_at, held_at = _matches(held, wanted)
+    found[wanted_at] = held_at
+    return found
+
+
+def _matches(small: np.ndarray, large: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i in large, j in small) of equal keys."""
+    small_prefix, large_prefix = _prefix(small), _prefix(large)
+    order = np.argsort(small_prefix, kind="stable")
+    small_prefix = small_prefix[order]
+    low = np.searchsorted(small_prefix, large_prefix, "left")
+    high = np.searchsorted(small_prefix, large_prefix, "right")
     one = np.flatnonzero(high - low == 1)
     place = order[low[one]]
-    same = held[place] == wanted[one]
-    found[one[same]] = place[same]
+    same = small[place] == large[one]
+    large_at, small_at = [one[same]], [place[same]]
     for index in np.flatnonzero(high - low > 1).tolist():
         for place_ in order[low[index] : high[index]].tolist():
-            if held[place_] == wanted[index]:
-                found[index] = place_
-                break
-    return found
+            if small[place_] == large[index]:  # every one: `wanted` may hold a key twice
+                large_at.append(np.array([index]))
+                small_at.append(np.array([place_]))
+    return np.concatenate(large_at), np.concatenate(small_at)
 
 
 def _prefix(packed: np.ndarray) -> np.ndarray:

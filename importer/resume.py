@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ SENT_BY_ANOTHER_RUN = (
     "not sent: another lsq-import run on this account was sending this row and has not settled it; "
     "the next run checks it"
 )
-INDEX_FROM_SHARE = 8  # rows at least 1/8 of the ledger's: matched against posted_keys at once
+INDEX_FROM_SHARE = 64  # rows at least 1/64 of the ledger's: matched against posted_keys at once
 
 
 @dataclass
@@ -118,7 +118,7 @@ def claim_file(
     left = np.flatnonzero(place < 0)
     rest = [rows[i] for i in left.tolist()]
     keys = {row.source_row: unpack(packed[i]) for row, i in zip(rest, left.tolist(), strict=True)}
-    result = resume(ledger, rest, keys, origins, lookup, defer=True)
+    result = resume(ledger, rest, keys, origins, lookup, defer=True, unposted=True)
     counts = np.bincount(place[place >= 0], minlength=len(places)).tolist()
     result.skipped += len(rows) - len(rest)
     for (file, day), count in zip(places, counts, strict=True):
@@ -136,14 +136,19 @@ def resume(
     *,
     resend: bool = False,
     defer: bool = False,
+    unposted: bool = False,
 ) -> Resume:
     """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send.
 
     `defer`: rows new to the ledger are written when the sender is about to send them (see
-    `Ledger.claim`); the sender then leaves any another run wrote first to it.
+    `Ledger.claim`); the sender then leaves any another run wrote first to it. `unposted`: none
+    of `rows` is in the ledger's index of posted rows (`Ledger.posted_among`).
     """
     claims, known = ledger.claim(
-        [(keys[row.source_row], row, origins[row.source_row]) for row in rows], resend=resend, defer=defer
+        [(keys[row.source_row], row, origins[row.source_row]) for row in rows],
+        resend=resend,
+        defer=defer,
+        unposted=unposted,
     )
     result = Resume()
     to_check: list[PlannedRow] = []
@@ -347,11 +352,37 @@ SOURCE_FILE_HEADER = "Source File"
 SOURCE_ROW_HEADER = "Source Row"
 
 
-def row_origins(sheet: Sheet, input_path: Path) -> dict[int, Origin]:
+class FileOrigins(Mapping[int, Origin]):
+    """The rows of one file, each from itself: its Origin made when asked for, not a million
+    of them made (and a second spent) before the first call of a large file's run."""
+
+    def __init__(self, file: str, source_rows: list[int]) -> None:
+        self.file = file
+        self._source_rows = source_rows
+        self._rows: frozenset[int] | None = None
+
+    def __getitem__(self, row: int) -> Origin:
+        if row not in self:
+            raise KeyError(row)
+        return Origin(self.file, row)
+
+    def __contains__(self, row: object) -> bool:
+        if self._rows is None:
+            self._rows = frozenset(self._source_rows)
+        return row in self._rows
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._source_rows)
+
+    def __len__(self) -> int:
+        return len(self._source_rows)
+
+
+def row_origins(sheet: Sheet, input_path: Path) -> Mapping[int, Origin]:
     """Where each row came from: this file, or for a re-fed error workbook the original file and row."""
-    own = {row: Origin(input_path.name, row) for row in sheet.source_rows}
     if SOURCE_FILE_HEADER not in sheet.headers or SOURCE_ROW_HEADER not in sheet.headers:
-        return own
+        return FileOrigins(input_path.name, sheet.source_rows)
+    own = {row: Origin(input_path.name, row) for row in sheet.source_rows}
     files = sheet.frame.iloc[:, sheet.headers.index(SOURCE_FILE_HEADER)].tolist()
     numbers = sheet.frame.iloc[:, sheet.headers.index(SOURCE_ROW_HEADER)].tolist()
     for row, file, number in zip(sheet.source_rows, files, numbers, strict=True):
@@ -363,6 +394,8 @@ def row_origins(sheet: Sheet, input_path: Path) -> dict[int, Origin]:
 
 def _refed(rows: list[PlannedRow], origins: Mapping[int, Origin]) -> bool:
     """Whether some row came from elsewhere: a re-fed error workbook, or rows of several files."""
+    if isinstance(origins, FileOrigins):
+        return False
     if len({origin.file for origin in origins.values()}) > 1:
         return True
     return any(origins[row.source_row].row != row.source_row for row in rows)
@@ -378,6 +411,8 @@ def row_keys(
     original row was recorded under (found by digest, file and row), so it is never posted twice.
     `keys`: the content keys (`assign_keys`), when already made."""
     keys = assign_keys(rows) if keys is None else keys
+    if isinstance(origins, FileOrigins):  # every row from itself: none was recorded elsewhere
+        return keys
     several_files = len({origin.file for origin in origins.values()}) > 1  # once: not once per row
     wanted = [
         (keys[row.source_row].digest, origins[row.source_row])

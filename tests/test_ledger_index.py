@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,8 +30,8 @@ from importer.ledger import (
     packed_keys,
 )
 from importer.mapping import load_mapping
-from importer.records import PlannedRow
-from importer.resume import Lookup, Resume, claim_file, resume, row_keys
+from importer.records import PlannedRow, Sheet
+from importer.resume import Lookup, Resume, claim_file, resume, row_keys, row_origins
 from importer.throttle import RateLimit, RateLimiter
 from tests.test_ledger import HOST, ORG, claimable, open_ledger, planned
 
@@ -328,3 +329,61 @@ def test_a_deferred_row_another_run_wrote_first_is_left_to_that_run(path):
 
     assert lost == {rows[1][0]}
     assert taken == ({rows[0][0]}, {rows[1][0]})  # each run's row is busy for the other
+
+
+def test_a_row_another_run_posts_between_the_index_and_the_claim_is_not_sent_again(path):
+    # claim_file reads posted_keys, then claims the rest with `unposted` (only unsettled rows are
+    # looked at): a row posted meanwhile is in neither, and its deferred claim must find it written
+    rows = claimable([planned(2, "a"), planned(3, "b"), planned(4, "c")])
+    (key_a, row_a, _), (key_b, _, _), (key_c, _row_c, _) = rows
+    first, other = open_ledger(path), open_ledger(path)
+    try:
+        other.claim([rows[2]])  # pending in the ledger, its outcome being awaited by the other run
+        where, _places = first.posted_among(packed_keys([row for _, row, _ in rows]))  # type: ignore[misc]
+        other.claim([rows[0]])
+        other.record([Record(key_a, row_a, RowState.POSTED, "act-1")])  # meanwhile
+        claims, known = first.claim(rows, defer=True, unposted=True)
+        lost = first.claim_deferred([key_a, key_b])
+    finally:
+        first.close()
+        other.close()
+
+    assert where.tolist() == [-1, -1, -1]
+    assert claims[key_c] is Claim.BUSY
+    assert known[key_c].state is RowState.PENDING
+    assert lost == {key_a}  # the posted row is left to the run that posted it
+    with open_ledger(path) as after:
+        assert after.entries([key_a])[key_a].state is RowState.POSTED
+        assert key_b in after.entries([key_b])
+
+
+def test_a_post_written_without_the_index_makes_it_untrusted_until_rebuilt(path):
+    # an older version updates `rows` alone: the ledger's trigger marks posted_keys out of date,
+    # so no run takes that posted row for new; the next open indexes it
+    rows = [planned(2, "a"), planned(3, "b")]
+    claimed = claimable(rows)
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+        assert ledger.posted_among(packed_keys(rows)) is not None  # record keeps the index trusted
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE rows SET state = 'posted' WHERE digest = ? AND occurrence = ?", claimed[1][0])
+        stale = ledger.posted_among(packed_keys(rows))
+
+    with open_ledger(path) as again:
+        where, _places = again.posted_among(packed_keys(rows))  # type: ignore[misc]
+
+    assert stale is None
+    assert (where >= 0).tolist() == [True, True]
+
+
+def test_a_files_own_origins_are_made_when_asked_and_only_for_its_rows(tmp_path):
+    frame = pd.DataFrame({"Note": ["a", "b"]}, dtype=str)
+    sheet = Sheet(path=tmp_path / "visits.csv", headers=["Note"], frame=frame, source_rows=[2, 5])
+
+    origins = row_origins(sheet, tmp_path / "in" / "visits.csv")
+
+    assert dict(origins) == {2: Origin("visits.csv", 2), 5: Origin("visits.csv", 5)}
+    assert 3 not in origins
+    with pytest.raises(KeyError):
+        origins[3]
