@@ -41,6 +41,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import orjson
+import pandas as pd
 
 from importer.errors import ExitStatus, ImporterError, UsageError
 from importer.gcpause import gc_paused
@@ -176,26 +177,39 @@ _PACKED_SIZE = PACKED.itemsize
 def packed_keys(rows: Iterable[PlannedRow]) -> np.ndarray:
     """`assign_keys` for a large file, packed in row order (an array of PACKED): no RowKey, no
     hex text per row, so a million rows can be matched against the ledger's posted rows at once."""
-    seen: dict[bytes, int] = {}
-    out = bytearray()
+    rows = rows if isinstance(rows, list) else list(rows)
     dumps, sort, sha256 = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     with gc_paused():
-        for row in rows:
-            try:  # canonical_bytes, inline: a million calls
-                digest = sha256(dumps([row.opportunity_id, row.body], option=sort)).digest()
-            except orjson.JSONEncodeError:
-                digest = sha256(canonical_bytes(row.opportunity_id, row.body)).digest()
-            occurrence = seen.get(digest, 0)
-            seen[digest] = occurrence + 1
-            out += digest
-            out += occurrence.to_bytes(4, "little")
-    return np.frombuffer(bytes(out), dtype=PACKED)
+        try:  # canonical_bytes, inline: a million calls
+            digests = [sha256(dumps([row.opportunity_id, row.body], option=sort)).digest() for row in rows]
+        except orjson.JSONEncodeError:
+            digests = [sha256(canonical_bytes(row.opportunity_id, row.body)).digest() for row in rows]
+    packed = np.zeros(len(rows), dtype=[("digest", "S32"), ("occurrence", "<u4")])
+    packed["digest"] = np.frombuffer(b"".join(digests), dtype="S32")
+    if len(set(digests)) < len(digests):  # identical rows: occurrences 0, 1, 2... in row order
+        seen: dict[bytes, int] = {}
+        occurrences = packed["occurrence"]
+        for index, digest in enumerate(digests):
+            occurrences[index] = seen.get(digest, 0)
+            seen[digest] = occurrences[index] + 1
+    return packed.view(PACKED).ravel()
+
+
+def unpack_all(packed: np.ndarray) -> list[RowKey]:
+    """`unpack` of each packed key, in order: the hex of all the digests made at once."""
+    raw = np.ascontiguousarray(packed, dtype=PACKED).view(np.uint8).reshape(-1, _PACKED_SIZE)
+    text = raw[:, :32].tobytes().hex()
+    occurrences = raw[:, 32:].copy().view("<u4").ravel().tolist()
+    return [
+        RowKey(text[at : at + 64], occurrence)
+        for at, occurrence in zip(range(0, len(text), 64), occurrences, strict=True)
+    ]
 
 
 def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
     """The content key of each row, by source row; identical rows get occurrences 0, 1, 2..."""
     rows = list(rows)
-    return {row.source_row: unpack(item) for row, item in zip(rows, packed_keys(rows), strict=True)}
+    return {row.source_row: key for row, key in zip(rows, unpack_all(packed_keys(rows)), strict=True)}
 
 
 def pack(key: RowKey) -> bytes:
@@ -524,8 +538,9 @@ class SqliteLedger:
         """Which of these packed keys are posted: for each, the index of the (file, day) it was
         posted from in the list returned, or -1. None when the index of posted rows is not usable.
 
-        One read of posted_keys and a sort: for a rerun of a large file, instead of a million rows
-        read from the rows table. A key absent here may still be in the ledger (pending, failed,
+        One read of posted_keys: for a rerun of a large file, instead of a million rows read from
+        the rows table. A large chunk is kept sorted, so a nightly file's 50,000 keys are searched
+        in a million posted without sorting them. A key absent here may still be in the ledger (pending, failed,
         or posted by an older version): the caller claims those rows as usual.
         """
         with self._guard():
@@ -533,18 +548,49 @@ class SqliteLedger:
             try:
                 if self._meta(POSTED_INDEX) != "1":
                     return None
-                chunks = self._db.execute("SELECT file, day, keys FROM posted_keys").fetchall()
+                chunks = self._posted_chunks()
             finally:
                 self._db.execute("COMMIT")
         places: dict[tuple[str | None, str], int] = {}
         owners = [places.setdefault((file, day), len(places)) for file, day, _keys in chunks]
-        held = np.frombuffer(b"".join(keys for _f, _d, keys in chunks), dtype=PACKED)
-        place_of_held = np.repeat(
-            np.asarray(owners, dtype=np.int64), [len(keys) // _PACKED_SIZE for _f, _d, keys in chunks]
-        )
-        position = _positions(held, np.ascontiguousarray(packed, dtype=PACKED))
-        where = np.where(position >= 0, place_of_held[np.maximum(position, 0)] if len(held) else -1, -1)
+        wanted = np.ascontiguousarray(packed, dtype=PACKED)
+        where = np.full(len(wanted), -1, dtype=np.int64)
+        loose: list[tuple[bytes, int]] = []
+        for (_file, _day, keys), owner in zip(chunks, owners, strict=True):
+            held = np.frombuffer(keys, dtype=PACKED)
+            prefix = _prefix(held) if len(held) >= _SEARCH_FROM else None
+            if prefix is not None and bool(np.all(prefix[1:] >= prefix[:-1])):
+                # a compacted chunk, written sorted (_add_posted): searched as it is, no sort, no copy
+                found = _positions_sorted(held, prefix, wanted)
+                where[(found >= 0) & (where < 0)] = owner
+            else:
+                loose.append((keys, owner))
+        if loose:
+            held = np.frombuffer(b"".join(keys for keys, _owner in loose), dtype=PACKED)
+            owner_of_held = np.repeat(
+                np.asarray([owner for _keys, owner in loose], dtype=np.int64),
+                [len(keys) // _PACKED_SIZE for keys, _owner in loose],
+            )
+            position = _positions(held, wanted)
+            fill = (position >= 0) & (where < 0)
+            where[fill] = owner_of_held[position[fill]]
         return where, list(places)
+
+    def _posted_chunks(self) -> list[tuple[str | None, str, bytes]]:
+        """Every chunk of posted_keys; a large one (compacted) read as a blob, at twice the speed
+        of a SELECT's copy (36 MB for a million rows)."""
+        chunks = self._db.execute(
+            "SELECT file, day, CASE WHEN length(keys) < ?1 THEN keys END, chunk FROM posted_keys",
+            (_BLOB_READ_FROM,),
+        ).fetchall()
+        result = []
+        for file, day, small, chunk in chunks:
+            if small is None:
+                with self._db.blobopen("posted_keys", "keys", chunk, readonly=True) as blob:
+                    result.append((file, day, blob.read()))
+            else:
+                result.append((file, day, small))
+        return result
 
     def cached_keys(self, fingerprint: str, rows: int) -> np.ndarray | None:
         """The packed keys kept for this fingerprint (key_cache.py), if they are for `rows` rows."""
@@ -745,9 +791,11 @@ class SqliteLedger:
         self._add_posted(chunks)
 
     def _add_posted(self, chunks: dict[tuple[str | None, str], bytearray]) -> None:
+        """Each chunk written sorted by its keys' prefixes (`_prefix`): posted_among searches a
+        large one as it is."""
         self._db.executemany(
             "INSERT INTO posted_keys (file, day, keys) VALUES (?, ?, ?)",
-            ((file, day, bytes(keys)) for (file, day), keys in chunks.items()),
+            ((file, day, _by_prefix(keys)) for (file, day), keys in chunks.items()),
         )
 
     def _fill_wanted(self, keys: Iterable[RowKey]) -> None:
@@ -860,6 +908,12 @@ def _positions(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 def _matches(small: np.ndarray, large: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (i in large, j in small) of equal keys."""
     small_prefix, large_prefix = _prefix(small), _prefix(large)
+    table = pd.Index(small_prefix)
+    if table.is_unique:  # the usual case: a hash table of the small side, 10x a sorted search
+        place = table.get_indexer(large_prefix)
+        one = np.flatnonzero(place >= 0)
+        same = small[place[one]] == large[one]
+        return one[same], place[one[same]]
     order = np.argsort(small_prefix, kind="stable")
     small_prefix = small_prefix[order]
     low = np.searchsorted(small_prefix, large_prefix, "left")
@@ -878,13 +932,47 @@ def _matches(small: np.ndarray, large: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def _prefix(packed: np.ndarray) -> np.ndarray:
     """8 bytes of each packed key: the digest's first 8, mixed with the occurrence."""
-    raw = np.ascontiguousarray(packed, dtype=PACKED).view(np.uint8).reshape(-1, _PACKED_SIZE)
-    digest = raw[:, :8].copy().view("<u8").ravel()
-    occurrence = raw[:, 32:36].copy().view("<u4").ravel().astype(np.uint64)
-    mixed: np.ndarray = digest ^ (occurrence * np.uint64(0x9E3779B97F4A7C15))
+    keys = np.ascontiguousarray(packed, dtype=PACKED)
+    count = len(keys)
+    if not count:
+        return np.zeros(0, dtype=np.uint64)
+    # strided views of the keys' bytes: no copy of a million keys
+    digest = np.ndarray((count,), dtype="<u8", buffer=keys, strides=(_PACKED_SIZE,))
+    occurrence = np.ndarray((count,), dtype="<u4", buffer=keys, offset=32, strides=(_PACKED_SIZE,))
+    mixed: np.ndarray = digest ^ (occurrence.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return mixed
 
 
+def _by_prefix(keys: bytes | bytearray) -> bytes:
+    """Packed keys reordered by their prefixes."""
+    packed = np.frombuffer(bytes(keys), dtype=PACKED)
+    return packed[np.argsort(_prefix(packed), kind="stable")].tobytes()
+
+
+def _positions_sorted(held: np.ndarray, prefix: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """`_positions` in keys already sorted by `prefix` (theirs): one search per wanted key."""
+    found = np.full(len(wanted), -1, dtype=np.int64)
+    wanted_prefix = _prefix(wanted)
+    low = np.searchsorted(prefix, wanted_prefix, "left")
+    inside = np.flatnonzero(low < len(prefix))
+    candidate = low[inside]
+    hit = inside[prefix[candidate] == wanted_prefix[inside]]
+    same = held[low[hit]] == wanted[hit]
+    found[hit[same]] = low[hit[same]]
+    after = low[hit] + 1  # keys sharing a prefix (by chance): the rest of the run, one by one
+    shared = hit[(after < len(prefix)) & (prefix[np.minimum(after, len(prefix) - 1)] == wanted_prefix[hit])]
+    for index in shared[found[shared] < 0].tolist():
+        at = int(low[index])
+        while at < len(prefix) and prefix[at] == wanted_prefix[index]:
+            if held[at] == wanted[index]:
+                found[index] = at
+                break
+            at += 1
+    return found
+
+
+_SEARCH_FROM = 4096  # keys: a chunk of posted_keys this large is searched alone, in its sorted order
+_BLOB_READ_FROM = 1 << 20  # bytes: a chunk of posted_keys this large is read with blobopen
 _STATES = {state.value: state for state in RowState}  # RowState(text) costs a microsecond a row
 _SCAN_FROM_SHARE = 8  # keys at least 1/8 of the ledger's rows: read it through rather than search it
 _ENTRY_COLUMNS = "state, activity_id, posted_at, source_file, source_row, failed_at, message, updated_at"

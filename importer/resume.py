@@ -33,7 +33,7 @@ from importer.ledger import (
     RowState,
     assign_keys,
     packed_keys,
-    unpack,
+    unpack_all,
 )
 from importer.reconcile import Reader, assign, fetch_activities
 from importer.records import PlannedRow, RowError, Sheet, Stage
@@ -111,13 +111,13 @@ def claim_file(
             rows,
             origins,
             ledger,
-            {row.source_row: unpack(key) for row, key in zip(rows, packed, strict=True)},
+            {row.source_row: key for row, key in zip(rows, unpack_all(packed), strict=True)},
         )
         return keys, resume(ledger, rows, keys, origins, lookup, resend=resend, defer=True)
     place, places = index
     left = np.flatnonzero(place < 0)
     rest = [rows[i] for i in left.tolist()]
-    keys = {row.source_row: unpack(packed[i]) for row, i in zip(rest, left.tolist(), strict=True)}
+    keys = {row.source_row: key for row, key in zip(rest, unpack_all(packed[left]), strict=True)}
     result = resume(ledger, rest, keys, origins, lookup, defer=True, unposted=True)
     counts = np.bincount(place[place >= 0], minlength=len(places)).tolist()
     result.skipped += len(rows) - len(rest)

@@ -387,3 +387,33 @@ def test_a_files_own_origins_are_made_when_asked_and_only_for_its_rows(tmp_path)
     assert 3 not in origins
     with pytest.raises(KeyError):
         origins[3]
+
+
+@pytest.mark.parametrize("search_from", [2, 10**9], ids=["chunks searched sorted", "chunks merged"])
+def test_posted_among_finds_each_posted_row_in_every_kind_of_chunk(path, monkeypatch, search_from):
+    # big compacted chunks are searched alone in their sorted order, small ones merged: the same answer
+    monkeypatch.setattr(ledger_module, "_SEARCH_FROM", search_from)
+    monkeypatch.setattr(ledger_module, "COMPACT_FROM_CHUNKS", 2)
+    searched = []
+    search = ledger_module._positions_sorted
+    monkeypatch.setattr(ledger_module, "_positions_sorted", lambda *args: searched.append(1) or search(*args))
+    rows = [planned(index + 2, f"note {index % 7}", f"opp-{index % 3}") for index in range(40)]
+    claimed = claimable(rows, "monday.csv")
+    posted = set(range(0, 40, 3)) | {1, 2}
+    with open_ledger(path) as ledger:
+        ledger.claim(claimed)
+        for start in range(0, 30, 5):  # a call's rows at a time: one chunk each, compacted at close
+            ledger.record(
+                [
+                    Record(*claimed[i][:2], RowState.POSTED, "a")
+                    for i in range(start, start + 5)
+                    if i in posted
+                ]
+            )
+    with open_ledger(path) as again:  # and some posted after the compaction: small chunks again
+        again.record([Record(*claimed[i][:2], RowState.POSTED, "a") for i in range(30, 40) if i in posted])
+        where, places = again.posted_among(packed_keys([*rows, planned(99, "never")]))  # type: ignore[misc]
+
+    assert [index for index, place in enumerate(where.tolist()) if place >= 0] == sorted(posted)
+    assert {places[place][0] for place in where.tolist() if place >= 0} == {"monday.csv"}
+    assert bool(searched) == (search_from == 2)

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from importer.ledger import (
     PACKED,
     RowKey,
+    _by_prefix,
     _positions,
+    _positions_sorted,
+    _prefix,
     assign_keys,
     canonical_bytes,
     pack,
@@ -125,5 +128,24 @@ def test_positions_find_exactly_the_keys_held(held, wanted, random):
         if key in held:
             assert position >= 0
             assert held[position] == key
+        else:
+            assert position == -1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PACKED_KEY, max_size=30), st.lists(_PACKED_KEY, max_size=30), st.randoms())
+def test_a_search_in_keys_kept_sorted_finds_exactly_the_keys_held(held, wanted, random):
+    # a compacted chunk of posted_keys is written sorted by prefix and searched as it is
+    wanted = wanted + random.sample(held, min(len(held), 5))
+    held_sorted = np.frombuffer(_by_prefix(b"".join(held)), dtype=PACKED)
+    prefix = _prefix(held_sorted)
+    found = _positions_sorted(held_sorted, prefix, np.array(wanted, dtype=PACKED))
+
+    assert bool(np.all(prefix[1:] >= prefix[:-1]))
+    assert sorted(held_sorted.tolist()) == sorted(np.array(held, dtype=PACKED).tolist())
+    for key, position in zip(wanted, found.tolist(), strict=True):
+        if key in held:
+            assert position >= 0
+            assert held_sorted[position] == np.array([key], dtype=PACKED)[0]
         else:
             assert position == -1
