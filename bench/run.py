@@ -239,8 +239,8 @@ def bench_ledger(work: Path, rows: int, nightly_rows: int) -> list[dict]:
         with grown.open("wb") as out:
             out.write(big.read_bytes())
             out.write(nightly.read_bytes().split(b"\n", 1)[1])
-    # v5: built as `run` builds it: unsettled rows indexed, posted_keys chunks sorted
-    ledger_path = work / f"ledger-{rows}-v5.sqlite"
+    # v6: built as `run` builds it: unsettled rows indexed, posted_keys sorted, with prefixes
+    ledger_path = work / f"ledger-{rows}-v6.sqlite"
     if not ledger_path.exists():
         child("ledger-build", str(ledger_path), f"{big},{mapping}")
     measured = []

@@ -142,15 +142,21 @@ def resume(
 
     `defer`: rows new to the ledger are written when the sender is about to send them (see
     `Ledger.claim`); the sender then leaves any another run wrote first to it. `unposted`: none
-    of `rows` is in the ledger's index of posted rows (`Ledger.posted_among`).
+    of `rows` is in the ledger's index of posted rows (`Ledger.posted_among`): those the ledger
+    does not hold unsettled either are new, deferred without a search (`Ledger.defer`).
     """
+    fresh: list[PlannedRow] = []
+    if unposted and defer and not resend:
+        held = ledger.unsettled_among([keys[row.source_row] for row in rows])
+        fresh = [row for row in rows if keys[row.source_row] not in held]
+        ledger.defer([keys[row.source_row] for row in fresh], fresh, origins)
+        rows = [row for row in rows if keys[row.source_row] in held] if held else []
     claims, known = ledger.claim(
         [(keys[row.source_row], row, origins[row.source_row]) for row in rows],
         resend=resend,
         defer=defer,
-        unposted=unposted,
     )
-    result = Resume()
+    result = Resume(to_send=fresh)
     to_check: list[PlannedRow] = []
     for row in rows:
         key = keys[row.source_row]

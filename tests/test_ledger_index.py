@@ -332,29 +332,32 @@ def test_a_deferred_row_another_run_wrote_first_is_left_to_that_run(path):
 
 
 def test_a_row_another_run_posts_between_the_index_and_the_claim_is_not_sent_again(path):
-    # claim_file reads posted_keys, then claims the rest with `unposted` (only unsettled rows are
-    # looked at): a row posted meanwhile is in neither, and its deferred claim must find it written
+    # claim_file reads posted_keys, then the unsettled rows, and defers the rest without a search:
+    # a row posted meanwhile is in neither, and its deferred claim must find it written
     rows = claimable([planned(2, "a"), planned(3, "b"), planned(4, "c")])
-    (key_a, row_a, _), (key_b, _, _), (key_c, _row_c, _) = rows
+    (key_a, row_a, _), (key_b, row_b, _), (key_c, _row_c, _) = rows
+    origins = {row.source_row: origin for _key, row, origin in rows}
     first, other = open_ledger(path), open_ledger(path)
     try:
         other.claim([rows[2]])  # pending in the ledger, its outcome being awaited by the other run
         where, _places = first.posted_among(packed_keys([row for _, row, _ in rows]))  # type: ignore[misc]
+        held = first.unsettled_among([key_a, key_b, key_c])
         other.claim([rows[0]])
         other.record([Record(key_a, row_a, RowState.POSTED, "act-1")])  # meanwhile
-        claims, known = first.claim(rows, defer=True, unposted=True)
+        first.defer([key_a, key_b], [row_a, row_b], origins)
         lost = first.claim_deferred([key_a, key_b])
     finally:
         first.close()
         other.close()
 
     assert where.tolist() == [-1, -1, -1]
-    assert claims[key_c] is Claim.BUSY
-    assert known[key_c].state is RowState.PENDING
+    assert held == {key_c}  # unsettled: seen, and claimed as usual
     assert lost == {key_a}  # the posted row is left to the run that posted it
     with open_ledger(path) as after:
-        assert after.entries([key_a])[key_a].state is RowState.POSTED
-        assert key_b in after.entries([key_b])
+        entries = after.entries([key_a, key_b])
+    assert entries[key_a].state is RowState.POSTED
+    assert entries[key_b].state is RowState.PENDING  # written when its call was made
+    assert entries[key_b].origin == Origin("visits.csv", 3)
 
 
 def test_a_post_written_without_the_index_makes_it_untrusted_until_rebuilt(path):
@@ -389,14 +392,23 @@ def test_a_files_own_origins_are_made_when_asked_and_only_for_its_rows(tmp_path)
         origins[3]
 
 
-@pytest.mark.parametrize("search_from", [2, 10**9], ids=["chunks searched sorted", "chunks merged"])
-def test_posted_among_finds_each_posted_row_in_every_kind_of_chunk(path, monkeypatch, search_from):
+@pytest.mark.parametrize(
+    ("search_from", "read_whole_from", "prefixes_kept"),
+    [(2, 0, True), (2, 64, True), (2, 64, False), (10**9, 64, True)],
+    ids=[
+        "only matching keys read, by their prefixes",
+        "keys read whole, prefixes kept",
+        "sorted chunks of a version that kept no prefixes",
+        "small chunks merged",
+    ],
+)
+def test_posted_among_finds_each_posted_row_in_every_kind_of_chunk(
+    path, monkeypatch, search_from, read_whole_from, prefixes_kept
+):
     # big compacted chunks are searched alone in their sorted order, small ones merged: the same answer
     monkeypatch.setattr(ledger_module, "_SEARCH_FROM", search_from)
+    monkeypatch.setattr(ledger_module, "_READ_WHOLE_FROM_SHARE", read_whole_from)
     monkeypatch.setattr(ledger_module, "COMPACT_FROM_CHUNKS", 2)
-    searched = []
-    search = ledger_module._positions_sorted
-    monkeypatch.setattr(ledger_module, "_positions_sorted", lambda *args: searched.append(1) or search(*args))
     rows = [planned(index + 2, f"note {index % 7}", f"opp-{index % 3}") for index in range(40)]
     claimed = claimable(rows, "monday.csv")
     posted = set(range(0, 40, 3)) | {1, 2}
@@ -412,8 +424,11 @@ def test_posted_among_finds_each_posted_row_in_every_kind_of_chunk(path, monkeyp
             )
     with open_ledger(path) as again:  # and some posted after the compaction: small chunks again
         again.record([Record(*claimed[i][:2], RowState.POSTED, "a") for i in range(30, 40) if i in posted])
+        if not prefixes_kept:
+            again._db.execute("DELETE FROM posted_prefixes")
+        kept = again._db.execute("SELECT count(*) FROM posted_prefixes").fetchone()[0]
         where, places = again.posted_among(packed_keys([*rows, planned(99, "never")]))  # type: ignore[misc]
 
     assert [index for index, place in enumerate(where.tolist()) if place >= 0] == sorted(posted)
     assert {places[place][0] for place in where.tolist() if place >= 0} == {"monday.csv"}
-    assert bool(searched) == (search_from == 2)
+    assert bool(kept) == (prefixes_kept and search_from == 2)
