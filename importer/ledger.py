@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,7 +134,7 @@ class Ledger(Protocol):
         defer: bool = False,
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]: ...
     def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
-    def unsettled_among(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
+    def unsettled_among(self, keys: Collection[RowKey]) -> set[RowKey]: ...
     def defer(self, keys: list[RowKey], rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None: ...
     def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]: ...
     def rows_held(self) -> int: ...
@@ -733,15 +733,17 @@ class SqliteLedger:
             self._db.executemany("UPDATE rows SET claim_run = ? WHERE digest = ? AND occurrence = ?", taken)
         return {key: claims.get(key, Claim.SEND) for key, _row, _origin in rows}, known
 
-    def unsettled_among(self, keys: Iterable[RowKey]) -> set[RowKey]:
+    def unsettled_among(self, keys: Collection[RowKey]) -> set[RowKey]:
         """Which of these keys the ledger holds not posted (pending, sending, failed, unknown):
         the rows of a partial index, usually few, read whole and matched in memory."""
-        wanted = set(keys)
         with self._guard():
             found = self._db.execute(
                 "SELECT digest, occurrence FROM rows INDEXED BY rows_unsettled WHERE state != 'posted'"
-            )
-            return {key for digest, occurrence in found if (key := RowKey(digest, occurrence)) in wanted}
+            ).fetchall()
+        if not found:
+            return set()
+        wanted = keys if isinstance(keys, set | frozenset) else set(keys)
+        return {key for digest, occurrence in found if (key := RowKey(digest, occurrence)) in wanted}
 
     def defer(self, keys: list[RowKey], rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None:
         """Claim rows the ledger does not hold (posted_among and unsettled_among said so) without

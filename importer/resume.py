@@ -117,7 +117,7 @@ def claim_file(
     place, places = index
     left = np.flatnonzero(place < 0)
     rest = [rows[i] for i in left.tolist()]
-    keys = {row.source_row: key for row, key in zip(rest, unpack_all(packed[left]), strict=True)}
+    keys = dict(zip([row.source_row for row in rest], unpack_all(packed[left]), strict=True))
     result = resume(ledger, rest, keys, origins, lookup, defer=True, unposted=True)
     counts = np.bincount(place[place >= 0], minlength=len(places)).tolist()
     result.skipped += len(rows) - len(rest)
@@ -147,10 +147,15 @@ def resume(
     """
     fresh: list[PlannedRow] = []
     if unposted and defer and not resend:
-        held = ledger.unsettled_among([keys[row.source_row] for row in rows])
-        fresh = [row for row in rows if keys[row.source_row] not in held]
-        ledger.defer([keys[row.source_row] for row in fresh], fresh, origins)
-        rows = [row for row in rows if keys[row.source_row] in held] if held else []
+        wanted = [keys[row.source_row] for row in rows]
+        held = ledger.unsettled_among(wanted)
+        if held:  # usually none: a nightly file's rows are all new
+            fresh = [row for row, key in zip(rows, wanted, strict=True) if key not in held]
+            wanted = [key for key in wanted if key not in held]
+            rows = [row for row in rows if keys[row.source_row] in held]
+        else:
+            fresh, rows = rows, []
+        ledger.defer(wanted, fresh, origins)
     claims, known = ledger.claim(
         [(keys[row.source_row], row, origins[row.source_row]) for row in rows],
         resend=resend,
