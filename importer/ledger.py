@@ -203,10 +203,8 @@ def unpack_all(packed: np.ndarray) -> list[RowKey]:
     raw = np.ascontiguousarray(packed, dtype=PACKED).view(np.uint8).reshape(-1, _PACKED_SIZE)
     text = raw[:, :32].tobytes().hex()
     occurrences = raw[:, 32:].copy().view("<u4").ravel().tolist()
-    return [
-        RowKey(text[at : at + 64], occurrence)
-        for at, occurrence in zip(range(0, len(text), 64), occurrences, strict=True)
-    ]
+    digests = [text[at : at + 64] for at in range(0, len(text), 64)]
+    return list(map(tuple.__new__, repeat(RowKey), zip(digests, occurrences, strict=True)))  # no frame a key
 
 
 def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
