@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,8 +134,8 @@ class Ledger(Protocol):
         defer: bool = False,
     ) -> tuple[dict[RowKey, Claim], dict[RowKey, Entry]]: ...
     def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]: ...
-    def unsettled_among(self, keys: Collection[RowKey]) -> set[RowKey]: ...
-    def defer(self, keys: list[RowKey], rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None: ...
+    def unsettled_keys(self) -> np.ndarray: ...
+    def defer(self, packed: np.ndarray, rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None: ...
     def entries(self, keys: Iterable[RowKey]) -> dict[RowKey, Entry]: ...
     def rows_held(self) -> int: ...
     def posted_among(self, packed: np.ndarray) -> tuple[np.ndarray, list[tuple[str | None, str]]] | None: ...
@@ -205,6 +205,31 @@ def unpack_all(packed: np.ndarray) -> list[RowKey]:
     occurrences = raw[:, 32:].copy().view("<u4").ravel().tolist()
     digests = [text[at : at + 64] for at in range(0, len(text), 64)]
     return list(map(tuple.__new__, repeat(RowKey), zip(digests, occurrences, strict=True)))  # no frame a key
+
+
+class LazyKeys(MappingOf[int, RowKey]):
+    """The keys of rows by source row, each unpacked from `packed` when first asked for: a
+    nightly file's 50,000 new rows make their RowKeys as their calls are made, not before the first."""
+
+    def __init__(self, source_rows: list[int], packed: np.ndarray) -> None:
+        self._position = dict(zip(source_rows, range(len(source_rows)), strict=True))
+        self._packed = np.ascontiguousarray(packed, dtype=PACKED)
+        self._made: dict[int, RowKey] = {}
+
+    def __getitem__(self, source_row: int) -> RowKey:
+        key = self._made.get(source_row)
+        if key is None:
+            key = self._made[source_row] = unpack(self._packed[self._position[source_row]])
+        return key
+
+    def __contains__(self, source_row: object) -> bool:
+        return source_row in self._position
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._position)
+
+    def __len__(self) -> int:
+        return len(self._position)
 
 
 def assign_keys(rows: Iterable[PlannedRow]) -> dict[int, RowKey]:
@@ -329,8 +354,8 @@ class SqliteLedger:
         self._lock = threading.Lock()
         self._closed = False
         self._stop_heartbeat = threading.Event()
-        # claimed, written when sent: each row with its origin, or the origins of its file (`defer`)
-        self._deferred: dict[RowKey, tuple[PlannedRow, Origin | MappingOf[int, Origin]]] = {}
+        # claimed, written when sent, by packed key: each row with its origin, or its file's (`defer`)
+        self._deferred: dict[bytes, tuple[PlannedRow, Origin | MappingOf[int, Origin]]] = {}
 
     @classmethod
     def open(
@@ -720,7 +745,7 @@ class SqliteLedger:
             }
             new = [(key, row, origin) for key, row, origin in rows if key not in claims]
             if defer:
-                self._deferred.update((key, (row, origin)) for key, row, origin in new)
+                self._deferred.update((pack(key), (row, origin)) for key, row, origin in new)
             else:
                 self._db.executemany(_INSERT_PENDING, (self._pending(item, now) for item in new))
             if resend and any(entry.state is RowState.POSTED for entry in known.values()):
@@ -731,31 +756,32 @@ class SqliteLedger:
             self._db.executemany("UPDATE rows SET claim_run = ? WHERE digest = ? AND occurrence = ?", taken)
         return {key: claims.get(key, Claim.SEND) for key, _row, _origin in rows}, known
 
-    def unsettled_among(self, keys: Collection[RowKey]) -> set[RowKey]:
-        """Which of these keys the ledger holds not posted (pending, sending, failed, unknown):
-        the rows of a partial index, usually few, read whole and matched in memory."""
+    def unsettled_keys(self) -> np.ndarray:
+        """The packed keys of every row the ledger holds not posted (pending, sending, failed,
+        unknown): the rows of a partial index, usually few."""
         with self._guard():
             found = self._db.execute(
                 "SELECT digest, occurrence FROM rows INDEXED BY rows_unsettled WHERE state != 'posted'"
             ).fetchall()
-        if not found:
-            return set()
-        wanted = keys if isinstance(keys, set | frozenset) else set(keys)
-        return {key for digest, occurrence in found if (key := RowKey(digest, occurrence)) in wanted}
+        return np.array([pack(RowKey(digest, occurrence)) for digest, occurrence in found], dtype=PACKED)
 
-    def defer(self, keys: list[RowKey], rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None:
-        """Claim rows the ledger does not hold (posted_among and unsettled_among said so) without
+    def defer(self, packed: np.ndarray, rows: list[PlannedRow], origins: MappingOf[int, Origin]) -> None:
+        """Claim rows the ledger does not hold (posted_among and unsettled_keys said so) without
         reading it: each is written just before its call (`claim_deferred`), and one another run
         wrote meanwhile, posted or not, is left to that run. A nightly file's 50,000 new rows cost
-        a dictionary entry each, not a search of a ledger of a million."""
+        a dictionary entry each under their packed key, not a search of a ledger of a million."""
+        whole = np.ascontiguousarray(packed, dtype=PACKED).tobytes()
+        items = [whole[at : at + _PACKED_SIZE] for at in range(0, len(whole), _PACKED_SIZE)]
         with self._guard():
-            self._deferred.update(zip(keys, zip(rows, repeat(origins, len(rows)), strict=True), strict=True))
+            self._deferred.update(zip(items, zip(rows, repeat(origins, len(rows)), strict=True), strict=True))
 
     def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]:
         """Write the deferred claims of these keys (a call's rows, just before it is made); returns
         the keys another run wrote first meanwhile: those rows are its to send, not this run's."""
         with self._guard():
-            wanted = [(key, self._deferred.pop(key)) for key in keys if key in self._deferred]
+            wanted = [
+                (key, item) for key in keys if (item := self._deferred.pop(pack(key), None)) is not None
+            ]
             if not wanted:
                 return set()
             now, lost = _now(), set()

@@ -26,11 +26,13 @@ from importer.client import ReadError
 from importer.ledger import (
     Claim,
     Entry,
+    LazyKeys,
     Ledger,
     Origin,
     Record,
     RowKey,
     RowState,
+    _positions,
     assign_keys,
     packed_keys,
     unpack_all,
@@ -89,7 +91,7 @@ def claim_file(
     *,
     resend: bool = False,
     fingerprint: str | None = None,
-) -> tuple[dict[int, RowKey], Resume]:
+) -> tuple[Mapping[int, RowKey], Resume]:
     """Key this file's rows and claim them (`resume`); returns the keys of the rows not skipped.
 
     A large file (a rerun of a big export) takes the fast road: its keys from the ledger's key
@@ -117,14 +119,28 @@ def claim_file(
     place, places = index
     left = np.flatnonzero(place < 0)
     rest = [rows[i] for i in left.tolist()]
-    keys = dict(zip([row.source_row for row in rest], unpack_all(packed[left]), strict=True))
-    result = resume(ledger, rest, keys, origins, lookup, defer=True, unposted=True)
+    rest_packed = packed[left]
+    source_rows = [row.source_row for row in rest]
+    lazy = LazyKeys(source_rows, rest_packed)
+    unsettled = ledger.unsettled_keys()  # usually none: the rest are new to the ledger
+    held = _positions(unsettled, rest_packed) >= 0 if len(unsettled) else np.zeros(len(rest), dtype=bool)
+    fresh_at = np.flatnonzero(~held)
+    fresh = rest if len(fresh_at) == len(rest) else [rest[i] for i in fresh_at.tolist()]
+    ledger.defer(rest_packed[fresh_at], fresh, origins)
+    result = resume(
+        ledger, [rest[i] for i in np.flatnonzero(held).tolist()], lazy, origins, lookup, defer=True
+    )
+    in_order = bool(np.all(np.diff(np.asarray(source_rows, dtype=np.int64)) > 0))
+    if result.to_send or not in_order:
+        result.to_send = sorted(fresh + result.to_send, key=lambda row: row.source_row)
+    else:
+        result.to_send = fresh
     counts = np.bincount(place[place >= 0], minlength=len(places)).tolist()
     result.skipped += len(rows) - len(rest)
     for (file, day), count in zip(places, counts, strict=True):
         if count:
             result.skipped_from[(file or "an earlier run", day)] += count
-    return keys, result
+    return lazy, result
 
 
 def resume(
@@ -136,32 +152,18 @@ def resume(
     *,
     resend: bool = False,
     defer: bool = False,
-    unposted: bool = False,
 ) -> Resume:
     """Claim this run's valid rows; split them into skipped, busy elsewhere, to check, and to send.
 
     `defer`: rows new to the ledger are written when the sender is about to send them (see
-    `Ledger.claim`); the sender then leaves any another run wrote first to it. `unposted`: none
-    of `rows` is in the ledger's index of posted rows (`Ledger.posted_among`): those the ledger
-    does not hold unsettled either are new, deferred without a search (`Ledger.defer`).
+    `Ledger.claim`); the sender then leaves any another run wrote first to it.
     """
-    fresh: list[PlannedRow] = []
-    if unposted and defer and not resend:
-        wanted = [keys[row.source_row] for row in rows]
-        held = ledger.unsettled_among(wanted)
-        if held:  # usually none: a nightly file's rows are all new
-            fresh = [row for row, key in zip(rows, wanted, strict=True) if key not in held]
-            wanted = [key for key in wanted if key not in held]
-            rows = [row for row in rows if keys[row.source_row] in held]
-        else:
-            fresh, rows = rows, []
-        ledger.defer(wanted, fresh, origins)
     claims, known = ledger.claim(
         [(keys[row.source_row], row, origins[row.source_row]) for row in rows],
         resend=resend,
         defer=defer,
     )
-    result = Resume(to_send=fresh)
+    result = Resume()
     to_check: list[PlannedRow] = []
     for row in rows:
         key = keys[row.source_row]

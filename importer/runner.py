@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from glob import escape as glob_escape
@@ -406,7 +407,7 @@ def _check_account(
 
 def _resume(
     config: ImportConfig, prepared: Prepared, ledger: SqliteLedger | None, lookup: Lookup, events: _Events
-) -> tuple[dict[int, RowKey], Resume]:
+) -> tuple[MappingOf[int, RowKey], Resume]:
     """The ledger's word on this file's rows: already in LeadSquared, claimed by another run, or to send."""
     rows = prepared.validated.rows
     if ledger is None:
@@ -433,7 +434,7 @@ def _settle_in_this_run(
     resumed: Resume,
     *,
     ledger: SqliteLedger,
-    keys: dict[int, RowKey],
+    keys: MappingOf[int, RowKey],
     lookup: Lookup,
     client: LsqClient,
     limiter: RateLimiter,
@@ -582,7 +583,7 @@ def _send(
     client: LsqClient,
     limiter: RateLimiter,
     journal: SqliteLedger | None,
-    keys: dict[int, RowKey],
+    keys: MappingOf[int, RowKey],
     stopper: _Stopper,
     events: _Events,
 ) -> SendReport:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from importer import ledger as ledger_module
 from importer.key_cache import account_context, fingerprint
 from importer.ledger import (
+    PACKED,
     POSTED_INDEX,
     Claim,
     Origin,
@@ -27,7 +28,9 @@ from importer.ledger import (
     RowState,
     SqliteLedger,
     assign_keys,
+    pack,
     packed_keys,
+    unpack,
 )
 from importer.mapping import load_mapping
 from importer.records import PlannedRow, Sheet
@@ -341,17 +344,17 @@ def test_a_row_another_run_posts_between_the_index_and_the_claim_is_not_sent_aga
     try:
         other.claim([rows[2]])  # pending in the ledger, its outcome being awaited by the other run
         where, _places = first.posted_among(packed_keys([row for _, row, _ in rows]))  # type: ignore[misc]
-        held = first.unsettled_among([key_a, key_b, key_c])
+        held = first.unsettled_keys()
         other.claim([rows[0]])
         other.record([Record(key_a, row_a, RowState.POSTED, "act-1")])  # meanwhile
-        first.defer([key_a, key_b], [row_a, row_b], origins)
+        first.defer(np.array([pack(key_a), pack(key_b)], dtype=PACKED), [row_a, row_b], origins)
         lost = first.claim_deferred([key_a, key_b])
     finally:
         first.close()
         other.close()
 
     assert where.tolist() == [-1, -1, -1]
-    assert held == {key_c}  # unsettled: seen, and claimed as usual
+    assert [unpack(item) for item in held] == [key_c]  # unsettled: seen, and claimed as usual
     assert lost == {key_a}  # the posted row is left to the run that posted it
     with open_ledger(path) as after:
         entries = after.entries([key_a, key_b])

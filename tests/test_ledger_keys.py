@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from importer.ledger import (
     PACKED,
+    LazyKeys,
     RowKey,
     _by_prefix,
     _positions,
@@ -149,3 +150,17 @@ def test_a_search_in_keys_kept_sorted_finds_exactly_the_keys_held(held, wanted, 
             assert held_sorted[position] == np.array([key], dtype=PACKED)[0]
         else:
             assert position == -1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["opp-1", "opp-2"]), _BODY), max_size=12))
+def test_lazy_keys_are_the_keys_of_their_rows(items):
+    # a nightly file's keys are made as their calls are made: the same keys, by source row
+    rows = [PlannedRow(index * 3 + 2, opportunity, body) for index, (opportunity, body) in enumerate(items)]
+    lazy = LazyKeys([row.source_row for row in rows], packed_keys(rows))
+
+    assert dict(lazy) == assign_keys(rows)
+    assert len(lazy) == len(rows)
+    assert 1 not in lazy
+    with pytest.raises(KeyError):
+        lazy[1]
