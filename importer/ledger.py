@@ -354,8 +354,11 @@ class SqliteLedger:
         self._lock = threading.Lock()
         self._closed = False
         self._stop_heartbeat = threading.Event()
-        # claimed, written when sent, by packed key: each row with its origin, or its file's (`defer`)
-        self._deferred: dict[bytes, tuple[PlannedRow, Origin | MappingOf[int, Origin]]] = {}
+        # claimed, written when sent, by packed key: the row, and where it came from (its own
+        # origin, else that of its row in the file whose rows `defer` was given)
+        self._deferred: dict[bytes, PlannedRow] = {}
+        self._deferred_origin: dict[bytes, Origin] = {}
+        self._deferred_file: MappingOf[int, Origin] | None = None
 
     @classmethod
     def open(
@@ -745,7 +748,9 @@ class SqliteLedger:
             }
             new = [(key, row, origin) for key, row, origin in rows if key not in claims]
             if defer:
-                self._deferred.update((pack(key), (row, origin)) for key, row, origin in new)
+                for key, row, origin in new:
+                    self._deferred[pack(key)] = row
+                    self._deferred_origin[pack(key)] = origin
             else:
                 self._db.executemany(_INSERT_PENDING, (self._pending(item, now) for item in new))
             if resend and any(entry.state is RowState.POSTED for entry in known.values()):
@@ -770,23 +775,35 @@ class SqliteLedger:
         reading it: each is written just before its call (`claim_deferred`), and one another run
         wrote meanwhile, posted or not, is left to that run. A nightly file's 50,000 new rows cost
         a dictionary entry each under their packed key, not a search of a ledger of a million."""
-        whole = np.ascontiguousarray(packed, dtype=PACKED).tobytes()
-        items = [whole[at : at + _PACKED_SIZE] for at in range(0, len(whole), _PACKED_SIZE)]
+        items = np.ascontiguousarray(packed, dtype=PACKED).view(f"V{_PACKED_SIZE}").tolist()  # whole bytes
         with self._guard():
-            self._deferred.update(zip(items, zip(rows, repeat(origins, len(rows)), strict=True), strict=True))
+            self._deferred.update(zip(items, rows, strict=True))
+            if self._deferred_file is None or self._deferred_file is origins:
+                self._deferred_file = origins
+            else:  # rows of a second file: each keeps its own origin
+                self._deferred_origin.update(
+                    zip(items, (origins[row.source_row] for row in rows), strict=True)
+                )
 
     def claim_deferred(self, keys: Iterable[RowKey]) -> set[RowKey]:
         """Write the deferred claims of these keys (a call's rows, just before it is made); returns
         the keys another run wrote first meanwhile: those rows are its to send, not this run's."""
         with self._guard():
-            wanted = [
-                (key, item) for key in keys if (item := self._deferred.pop(pack(key), None)) is not None
-            ]
+            wanted = []
+            for key in keys:
+                packed = pack(key)
+                row = self._deferred.pop(packed, None)
+                if row is not None:
+                    origin = self._deferred_origin.pop(packed, None)
+                    if origin is None:
+                        assert self._deferred_file is not None
+                        origin = self._deferred_file[row.source_row]
+                    wanted.append((key, row, origin))
             if not wanted:
                 return set()
             now, lost = _now(), set()
             with self._transaction():
-                for key, (row, origin) in wanted:
+                for key, row, origin in wanted:
                     if (
                         self._db.execute(_INSERT_PENDING, self._pending((key, row, origin), now)).rowcount
                         == 0
@@ -794,12 +811,8 @@ class SqliteLedger:
                         lost.add(key)
         return lost
 
-    def _pending(
-        self, item: tuple[RowKey, PlannedRow, Origin | MappingOf[int, Origin]], now: str
-    ) -> tuple[object, ...]:
+    def _pending(self, item: tuple[RowKey, PlannedRow, Origin], now: str) -> tuple[object, ...]:
         key, row, origin = item
-        if not isinstance(origin, Origin):
-            origin = origin[row.source_row]
         return (
             key.digest,
             key.occurrence,

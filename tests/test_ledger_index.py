@@ -435,3 +435,15 @@ def test_posted_among_finds_each_posted_row_in_every_kind_of_chunk(
     assert [index for index, place in enumerate(where.tolist()) if place >= 0] == sorted(posted)
     assert {places[place][0] for place in where.tolist() if place >= 0} == {"monday.csv"}
     assert bool(kept) == (prefixes_kept and search_from == 2)
+
+
+def test_rows_deferred_from_two_files_are_written_each_with_its_own_origin(path):
+    monday, tuesday = claimable([planned(2, "a")], "monday.csv"), claimable([planned(2, "b")], "tuesday.csv")
+    with open_ledger(path) as ledger:
+        for ((key, row, origin),) in (monday, tuesday):
+            ledger.defer(np.array([pack(key)], dtype=PACKED), [row], {row.source_row: origin})
+        assert ledger.claim_deferred([tuesday[0][0], monday[0][0]]) == set()
+        entries = ledger.entries([monday[0][0], tuesday[0][0]])
+
+    assert entries[monday[0][0]].origin == Origin("monday.csv", 2)
+    assert entries[tuesday[0][0]].origin == Origin("tuesday.csv", 2)
