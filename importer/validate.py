@@ -8,7 +8,7 @@ and numpy spreads the results back over the rows. Only building each row's body 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -308,16 +308,43 @@ def _convert_distinct(
         except ValueError as exc:
             return _Failure(str(exc))
 
-    if bulk is not None and len(cells) >= _BULK_FROM:
+    plain = _plain_cells(cells, convert) if bulk is None and len(cells) >= _BULK_FROM else None
+    if plain is not None:  # a plain cell is its own value: only the others go through `attempt`
+        results: list[object] = list(cells)
+        others: Iterable[int] = np.flatnonzero(~plain).tolist()
+        for index in others:
+            results[index] = attempt(cells[index])
+    elif bulk is not None and len(cells) >= _BULK_FROM:
         results = [
             attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)
         ]
+        others = range(len(results))
     else:
         results = list(map(attempt, cells))  # the tightest loop Python has: millions of cells go through it
-    failures = {index: result.message for index, result in enumerate(results) if type(result) is _Failure}
+        others = range(len(results))
+    failures = {index: result.message for index in others if type(result := results[index]) is _Failure}
     for index in failures:
         results[index] = None
     return results, failures  # type: ignore[return-value]
+
+
+def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
+    """Which cells `_convert_one` would give back unchanged, found by one regular expression per
+    cell run from C (no Python call a cell): text already trimmed that is not an Excel-mangled
+    number, or a number already written canonically. None for converters that change values."""
+    check = _PLAIN.get(convert)
+    if check is None:
+        return None
+    pattern, refused = check
+    try:
+        plain = np.fromiter(map(bool, map(pattern.match, cells)), dtype=bool, count=len(cells))
+        if refused is not None:
+            plain &= ~np.fromiter(map(bool, map(refused.match, cells)), dtype=bool, count=len(cells))
+    except TypeError:  # a cell that is not text: each goes the usual way
+        return None
+    if convert is _number:
+        plain &= np.asarray(cells, dtype=object) != "-0"  # canonical is "0"
+    return plain
 
 
 class _Failure:
@@ -659,3 +686,13 @@ def _with_offset(moment: datetime, local: datetime) -> str:
     offset = local.utcoffset() or timedelta(0)
     sign, minutes = ("+" if offset >= timedelta(0) else "-"), abs(int(offset.total_seconds())) // 60
     return f"{moment:%Y-%m-%d %H:%M:%S}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# text _convert_one keeps as it is: not empty, nothing str.strip() or the invisible characters remove
+_TRIMMED = re.compile(rf"(?s)[^\s{_INVISIBLE}](?:.*[^\s{_INVISIBLE}])?\Z")
+_PLAIN: dict[Converter, tuple[re.Pattern[str], re.Pattern[str] | None]] = {
+    _text: (_TRIMMED, None),
+    _field_text: (_TRIMMED, _EXCEL_MANGLED),
+    _opportunity_id: (_TRIMMED, _EXCEL_MANGLED),
+    _number: (_PLAIN_DECIMAL, None),
+}
