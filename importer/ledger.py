@@ -304,12 +304,12 @@ CREATE TRIGGER IF NOT EXISTS rows_inserted_posted AFTER INSERT ON rows WHEN new.
 -- the keys of the posted rows, packed (PACKED) in chunks with the file they came from and the day:
 -- a rerun of a large file learns which of its rows are posted without reading the rows table
 CREATE TABLE IF NOT EXISTS posted_keys (chunk INTEGER PRIMARY KEY, file TEXT, day TEXT NOT NULL, keys BLOB NOT NULL);
--- the packed keys of a file's rows, by a fingerprint of everything they are made of (key_cache.py)
 -- the prefixes (`_prefix`) of a large chunk's keys, in its sorted order: a nightly file's keys are
 -- searched in 8 bytes a posted row, and only the few that match read whole
 CREATE TABLE IF NOT EXISTS posted_prefixes (chunk INTEGER PRIMARY KEY, prefixes BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS posted_keys_deleted AFTER DELETE ON posted_keys
     BEGIN DELETE FROM posted_prefixes WHERE chunk = old.chunk; END;
+-- the packed keys of a file's rows, by a fingerprint of everything they are made of (key_cache.py)
 CREATE TABLE IF NOT EXISTS key_cache (fingerprint TEXT PRIMARY KEY, used_at TEXT NOT NULL, keys BLOB NOT NULL);
 """
 POSTED_INDEX = "posted_index"  # meta: "1" while posted_keys holds every posted row (else rebuilt on open)
@@ -605,15 +605,8 @@ class SqliteLedger:
                 found = self._search_chunk(chunk, wanted, wanted_prefix)
                 where[(found >= 0) & (where < 0)] = owner
                 continue
-            keys = small if small is not None else self._blob("posted_keys", "keys", chunk)
-            held = np.frombuffer(keys, dtype=PACKED)
-            prefix = _prefix(held) if len(held) >= _SEARCH_FROM else None
-            if prefix is not None and bool(np.all(prefix[1:] >= prefix[:-1])):
-                # a chunk written sorted (_add_posted) by a version that kept no prefixes
-                found = _positions_sorted(held, prefix, wanted)
-                where[(found >= 0) & (where < 0)] = owner
-            else:
-                loose.append((keys, owner))
+            # a small chunk, or one an older version wrote (unsorted): all of them merged and matched
+            loose.append((small if small is not None else self._blob("posted_keys", "keys", chunk), owner))
         if loose:
             held = np.frombuffer(b"".join(keys for keys, _owner in loose), dtype=PACKED)
             owner_of_held = np.repeat(
@@ -632,13 +625,10 @@ class SqliteLedger:
         found = np.full(len(wanted), -1, dtype=np.int64)
         if not len(prefix):
             return found
-        low = np.minimum(np.searchsorted(prefix, wanted_prefix, "left"), len(prefix) - 1)
-        hit = np.flatnonzero(prefix[low] == wanted_prefix)
-        after = np.minimum(low[hit] + 1, len(prefix) - 1)
-        shared = bool(np.any((after > low[hit]) & (prefix[after] == wanted_prefix[hit])))
-        if shared or len(hit) * _READ_WHOLE_FROM_SHARE >= len(prefix):
+        low, hit, shared = _prefix_hits(prefix, wanted_prefix)
+        if len(shared) or len(hit) * _READ_WHOLE_FROM_SHARE >= len(prefix):
             held = np.frombuffer(self._blob("posted_keys", "keys", chunk), dtype=PACKED)
-            return _positions_sorted(held, prefix, wanted)
+            return _positions_sorted(held, prefix, wanted, wanted_prefix)
         with self._db.blobopen("posted_keys", "keys", chunk, readonly=True) as blob:
             candidates = []
             for at in low[hit].tolist():
@@ -749,8 +739,9 @@ class SqliteLedger:
             new = [(key, row, origin) for key, row, origin in rows if key not in claims]
             if defer:
                 for key, row, origin in new:
-                    self._deferred[pack(key)] = row
-                    self._deferred_origin[pack(key)] = origin
+                    packed = pack(key)
+                    self._deferred[packed] = row
+                    self._deferred_origin[packed] = origin
             else:
                 self._db.executemany(_INSERT_PENDING, (self._pending(item, now) for item in new))
             if resend and any(entry.state is RowState.POSTED for entry in known.values()):
@@ -1034,19 +1025,27 @@ def _by_prefix(keys: bytes | bytearray) -> bytes:
     return packed[np.argsort(_prefix(packed), kind="stable")].tobytes()
 
 
-def _positions_sorted(held: np.ndarray, prefix: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def _prefix_hits(prefix: np.ndarray, wanted_prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In keys sorted by `prefix`: where each wanted prefix would sit (`low`), the wanted keys whose
+    prefix is there (`hit`), and those of them whose prefix the next key shares too (`shared`)."""
+    low = np.minimum(np.searchsorted(prefix, wanted_prefix, "left"), len(prefix) - 1)
+    hit = np.flatnonzero(prefix[low] == wanted_prefix)
+    after = np.minimum(low[hit] + 1, len(prefix) - 1)
+    shared = hit[(after > low[hit]) & (prefix[after] == wanted_prefix[hit])]
+    return low, hit, shared
+
+
+def _positions_sorted(
+    held: np.ndarray, prefix: np.ndarray, wanted: np.ndarray, wanted_prefix: np.ndarray
+) -> np.ndarray:
     """`_positions` in keys already sorted by `prefix` (theirs): one search per wanted key."""
     found = np.full(len(wanted), -1, dtype=np.int64)
-    wanted_prefix = _prefix(wanted)
-    low = np.searchsorted(prefix, wanted_prefix, "left")
-    inside = np.flatnonzero(low < len(prefix))
-    candidate = low[inside]
-    hit = inside[prefix[candidate] == wanted_prefix[inside]]
+    if not len(prefix):
+        return found
+    low, hit, shared = _prefix_hits(prefix, wanted_prefix)
     same = held[low[hit]] == wanted[hit]
     found[hit[same]] = low[hit[same]]
-    after = low[hit] + 1  # keys sharing a prefix (by chance): the rest of the run, one by one
-    shared = hit[(after < len(prefix)) & (prefix[np.minimum(after, len(prefix) - 1)] == wanted_prefix[hit])]
-    for index in shared[found[shared] < 0].tolist():
+    for index in shared[found[shared] < 0].tolist():  # keys sharing a prefix: the run, one by one
         at = int(low[index])
         while at < len(prefix) and prefix[at] == wanted_prefix[index]:
             if held[at] == wanted[index]:
@@ -1056,7 +1055,7 @@ def _positions_sorted(held: np.ndarray, prefix: np.ndarray, wanted: np.ndarray) 
     return found
 
 
-_SEARCH_FROM = 4096  # keys: a chunk of posted_keys this large is searched alone, in its sorted order
+_SEARCH_FROM = 4096  # keys: a chunk of posted_keys this large keeps its prefixes, to be searched alone
 _READ_WHOLE_FROM_SHARE = 64  # keys matching 1/64 of a chunk's prefixes: read its keys whole
 _BLOB_READ_FROM = 1 << 20  # bytes: a chunk of posted_keys this large is read with blobopen
 _STATES = {state.value: state for state in RowState}  # RowState(text) costs a microsecond a row

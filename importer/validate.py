@@ -342,8 +342,6 @@ def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
             plain &= ~np.fromiter(map(bool, map(refused.match, cells)), dtype=bool, count=len(cells))
     except TypeError:  # a cell that is not text: each goes the usual way
         return None
-    if convert is _number:
-        plain &= np.asarray(cells, dtype=object) != "-0"  # canonical is "0"
     return plain
 
 
@@ -694,5 +692,5 @@ _PLAIN: dict[Converter, tuple[re.Pattern[str], re.Pattern[str] | None]] = {
     _text: (_TRIMMED, None),
     _field_text: (_TRIMMED, _EXCEL_MANGLED),
     _opportunity_id: (_TRIMMED, _EXCEL_MANGLED),
-    _number: (_PLAIN_DECIMAL, None),
+    _number: (re.compile(r"(?!-0\Z)" + _PLAIN_DECIMAL.pattern), None),  # "-0" is written "0"
 }

@@ -152,12 +152,18 @@ def test_posted_among_gives_each_posted_row_its_file_and_day_and_nothing_else(pa
     assert len(places[where[0]][1]) == len("2026-12-02")
 
 
-def test_an_older_ledger_gets_its_index_once_when_opened(path):
+def _first_of_two_posted(ledger: SqliteLedger) -> tuple[list[PlannedRow], list[tuple[object, ...]]]:
+    """Two rows claimed in `ledger`, the first recorded posted."""
     rows = [planned(2, "a"), planned(3, "b")]
     claimed = claimable(rows)
+    ledger.claim(claimed)
+    ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+    return rows, claimed  # type: ignore[return-value]
+
+
+def test_an_older_ledger_gets_its_index_once_when_opened(path):
     with open_ledger(path) as ledger:
-        ledger.claim(claimed)
-        ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+        rows, _claimed = _first_of_two_posted(ledger)
     with sqlite3.connect(path) as db:  # as an older version left it: no index at all
         db.execute("DELETE FROM posted_keys")
         db.execute("DELETE FROM meta WHERE key = ?", (POSTED_INDEX,))
@@ -366,11 +372,8 @@ def test_a_row_another_run_posts_between_the_index_and_the_claim_is_not_sent_aga
 def test_a_post_written_without_the_index_makes_it_untrusted_until_rebuilt(path):
     # an older version updates `rows` alone: the ledger's trigger marks posted_keys out of date,
     # so no run takes that posted row for new; the next open indexes it
-    rows = [planned(2, "a"), planned(3, "b")]
-    claimed = claimable(rows)
     with open_ledger(path) as ledger:
-        ledger.claim(claimed)
-        ledger.record([Record(claimed[0][0], rows[0], RowState.POSTED, "act-1")])
+        rows, claimed = _first_of_two_posted(ledger)
         assert ledger.posted_among(packed_keys(rows)) is not None  # record keeps the index trusted
         with contextlib.closing(sqlite3.connect(path)) as db, db:
             db.execute("UPDATE rows SET state = 'posted' WHERE digest = ? AND occurrence = ?", claimed[1][0])
@@ -401,7 +404,7 @@ def test_a_files_own_origins_are_made_when_asked_and_only_for_its_rows(tmp_path)
     ids=[
         "only matching keys read, by their prefixes",
         "keys read whole, prefixes kept",
-        "sorted chunks of a version that kept no prefixes",
+        "big chunks of a version that kept no prefixes",
         "small chunks merged",
     ],
 )

@@ -140,7 +140,8 @@ def test_a_search_in_keys_kept_sorted_finds_exactly_the_keys_held(held, wanted, 
     wanted = wanted + random.sample(held, min(len(held), 5))
     held_sorted = np.frombuffer(_by_prefix(b"".join(held)), dtype=PACKED)
     prefix = _prefix(held_sorted)
-    found = _positions_sorted(held_sorted, prefix, np.array(wanted, dtype=PACKED))
+    wanted_array = np.array(wanted, dtype=PACKED)
+    found = _positions_sorted(held_sorted, prefix, wanted_array, _prefix(wanted_array))
 
     assert bool(np.all(prefix[1:] >= prefix[:-1]))
     assert sorted(held_sorted.tolist()) == sorted(np.array(held, dtype=PACKED).tolist())
