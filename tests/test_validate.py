@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from importer.errors import MappingError
@@ -199,3 +200,29 @@ def test_calls_counted_from_columns_equal_the_planned_batches(tmp_path):
         assert validated.row_count == len(opportunities) - 23  # the Excel-mangled ids fail
         assert counted == len(plan_batches(validated.rows, batch_size))
         assert validated.call_count(batch_size) == counted  # and once built, from the rows
+
+
+def test_mostly_distinct_cells_numbered_by_position_validate_as_when_hashed(tmp_path, monkeypatch):
+    """IDs and amounts are numbered by row, not hashed: every row's body and error stays the same."""
+    from importer import validate
+
+    rows = []
+    for i in range(3 * validate._DISTINCT_SAMPLE):
+        ref = f"REF{i:06d}" if i % 97 else [" ", "1.2E+17", "REF000001", " REF000002"][i % 4]
+        amount = f"{i}.{i % 10}0" if i % 89 else ["x", "-0", "1,000", "12"][i % 4]
+        rows.append(row(Opp=f"OPP-{i}" if i % 3 else f" OPP-{i % 50}", Ref=ref, Amount=amount))
+    sheet = make_sheet(HEADERS, rows)
+    mapping = load_mapping(write_yaml(tmp_path, MAPPING))
+
+    refs = sheet.frame["Ref"].to_numpy(dtype=object)
+    assert (validate._numbered(refs, plain=True)[0] == np.arange(len(rows))).all()  # the road under test
+    by_position = validate_sheet(sheet, mapping)
+    monkeypatch.setattr(validate, "_MOSTLY_DISTINCT", 2.0)  # no column counts as mostly distinct
+    hashed = validate_sheet(sheet, mapping)
+
+    assert [(e.source_row, e.column, e.message) for e in by_position.errors] == [
+        (e.source_row, e.column, e.message) for e in hashed.errors
+    ]
+    assert 0 < len(by_position.errors) < len(rows)
+    assert by_position.call_count() == hashed.call_count()
+    assert [(r.source_row, r.body) for r in by_position.rows] == [(r.source_row, r.body) for r in hashed.rows]
