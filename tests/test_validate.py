@@ -214,10 +214,12 @@ def test_mostly_distinct_cells_numbered_by_position_validate_as_when_hashed(tmp_
     sheet = make_sheet(HEADERS, rows)
     mapping = load_mapping(write_yaml(tmp_path, MAPPING))
 
-    refs = sheet.frame["Ref"].to_numpy(dtype=object)
-    assert (validate._numbered(refs, plain=True)[0] == np.arange(len(rows))).all()  # the road under test
+    refs = sheet.frame["Ref"]
+    assert (
+        validate._numbered(refs, by_position=True)[0] == np.arange(len(rows))
+    ).all()  # the road under test
     by_position = validate_sheet(sheet, mapping)
-    monkeypatch.setattr(validate, "_MOSTLY_DISTINCT", 2.0)  # no column counts as mostly distinct
+    monkeypatch.setattr(validate, "_rows_per_value", lambda cells: 3.0)  # every column hashed
     hashed = validate_sheet(sheet, mapping)
 
     assert [(e.source_row, e.column, e.message) for e in by_position.errors] == [
@@ -226,3 +228,15 @@ def test_mostly_distinct_cells_numbered_by_position_validate_as_when_hashed(tmp_
     assert 0 < len(by_position.errors) < len(rows)
     assert by_position.call_count() == hashed.call_count()
     assert [(r.source_row, r.body) for r in by_position.rows] == [(r.source_row, r.body) for r in hashed.rows]
+
+
+@pytest.mark.parametrize("rows_per_value", [1, 1.3, 2.7, 10])
+def test_rows_per_value_is_estimated_from_a_sample(rows_per_value):
+    """The sample's repeats tell how often a column's values repeat, shuffled or sorted."""
+    from importer import validate
+
+    n = 1_000_000
+    values = (np.arange(n) / rows_per_value).astype(np.int64).astype(str).astype(object)
+    for cells in (values, np.random.default_rng(1).permutation(values)):
+        estimate = validate._rows_per_value(cells)
+        assert rows_per_value * 0.75 <= estimate <= rows_per_value * 1.25 + 0.1
