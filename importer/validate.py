@@ -284,7 +284,8 @@ def _convert(sheet: Sheet, key: str, source: object, convert: Converter, mapping
             raise MappingError(mapping_path, f"'{key}.value': {exc}") from None
         return _Column.constant(constant, len(sheet))
     bulk = _bulk_converter(key, source)
-    column = sheet.frame[source.columns()[0]]  # type: ignore[attr-defined]
+    name: str = source.columns()[0]  # type: ignore[attr-defined]
+    column = sheet.frame[name]
     # the opportunity's values are numbered again once converted, to group the rows: hashed here,
     # that second numbering is over the distinct cells only
     by_position = bulk is None and convert in _PLAIN and key != "opportunity_id"
