@@ -1204,6 +1204,8 @@ def test_rate_limit_shared_by_every_endpoint_and_key_style(session: requests.Ses
         "CustomActivity/GetActivitySetting": 1,
     }
     assert stats.throttled_by_status == {429: 1}
+    assert stats.call_arrivals == [now[0]] * 5  # every call's arrival, the throttled one too
+    assert stats.arrivals == [now[0]]  # the bulk call's alone
 
 
 def test_rate_limit_injected_throttle_uses_status_and_is_counted(

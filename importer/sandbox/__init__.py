@@ -109,7 +109,8 @@ RelatedProspectId, OpportunityEvent and OpportunityEventType as strings ("12000"
 `SandboxStats`: requests, bulk_calls, throttled (rate-limit refusals), spurious_429 (injected
 throttles), throttled_by_status (status -> rate-limit and injected throttles), daily_refused,
 daily_used (calls counted today), calls (endpoint name -> requests that arrived at it, answered or
-not), faults (kind -> count), rows_created, arrivals (bulk-add arrival times).
+not), faults (kind -> count), rows_created, arrivals (bulk-add arrival times), call_arrivals
+(every call's arrival time, any endpoint).
 """
 
 from __future__ import annotations

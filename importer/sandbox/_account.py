@@ -236,6 +236,7 @@ class SandboxStats:
     faults: dict[str, int] = field(default_factory=dict)  # injected fault kind -> count
     rows_created: int = 0  # activities created through the API (seeding does not count)
     arrivals: list[float] = field(default_factory=list)  # clock times of bulk-add arrivals
+    call_arrivals: list[float] = field(default_factory=list)  # clock times of every call's arrival
 
 
 @dataclass(frozen=True)

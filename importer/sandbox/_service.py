@@ -146,6 +146,7 @@ class Service:
                 stats,
                 faults=dict(stats.faults),
                 arrivals=list(stats.arrivals),
+                call_arrivals=list(stats.call_arrivals),
                 throttled_by_status=dict(stats.throttled_by_status),
                 calls=dict(stats.calls),
                 daily_used=self._limits.used_today,
@@ -186,6 +187,7 @@ class Service:
         with self._lock:
             name = endpoint_name(request.path)
             self._stats.calls[name] = self._stats.calls.get(name, 0) + 1
+            self._stats.call_arrivals.append(request.arrived)
             if request.path == BULK_ADD_PATH:
                 self._stats.bulk_calls += 1
                 self._stats.arrivals.append(request.arrived)
