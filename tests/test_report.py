@@ -699,3 +699,12 @@ def test_offline_validate_workbook_names_fields_by_their_column(tmp_path, env):
     assert rows[89]["Error"] == "PAN (mx_Custom_1): is empty, but a value is required"
     assert "LeadSquared's message" not in rows[89]
     assert summary_rows(workbook)[2][0] == "Posted (validate only: nothing is sent)"
+
+
+def test_failed_rows_are_found_in_the_sheet_by_their_row_number():
+    from importer.report import _positions
+
+    rows = [2, 3, 5, 8, 13, 21]  # blank rows dropped: gaps
+    assert _positions(rows, [13, 2, 4, 21, 22, 1]) == [4, 0, None, 5, None, None]
+    shuffled = [8, 2, 21, 5]  # a sheet not in order still finds its rows
+    assert _positions(shuffled, [5, 21, 3]) == [3, 2, None]
