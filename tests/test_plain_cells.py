@@ -48,10 +48,16 @@ _CELL = st.one_of(
     st.sampled_from([_text, _field_text, _opportunity_id, _number]),
     st.booleans(),
     st.sampled_from([None, "n/a"]),
+    st.sampled_from([0, validate._ALNUM_SAMPLE]),
 )
-def test_plain_cells_are_converted_as_cell_by_cell(cells, convert, required, default):
+def test_plain_cells_are_converted_as_cell_by_cell(cells, convert, required, default, alnum_sample):
+    """Both ways of finding plain text: str.isalnum first (0: always tried), or the expression alone."""
     column = cells * (validate._BULK_FROM // len(cells) + 1)  # past _BULK_FROM: the plain road is taken
-    plain = _convert_distinct(column, convert, required, default, None)
+    sample, validate._ALNUM_SAMPLE = validate._ALNUM_SAMPLE, alnum_sample
+    try:
+        plain = _convert_distinct(column, convert, required, default, None)
+    finally:
+        validate._ALNUM_SAMPLE = sample
     original, validate._BULK_FROM = validate._BULK_FROM, 10**9
     try:
         by_cell = _convert_distinct(column, convert, required, default, None)
