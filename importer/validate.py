@@ -343,8 +343,10 @@ def _convert_distinct(
     if plain is not None:  # a plain cell is its own value: only the others go through `attempt`
         results: list[object] = list(cells)
         others: Iterable[int] = np.flatnonzero(~plain).tolist()
+        nearly = _NEARLY_PLAIN.get(convert)
         for index in others:
-            results[index] = attempt(cells[index])
+            raw = cells[index]
+            results[index] = (None if nearly is None else nearly(raw)) or attempt(raw)
     elif bulk is not None and len(cells) >= _BULK_FROM:
         results = [
             attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)
@@ -625,6 +627,19 @@ def _number(text: str) -> str:
     return written.rstrip("0").rstrip(".") if "." in written else written
 
 
+# A number as `_number` writes it but for zeros at the end of its decimals: 1500.00 from a sheet
+# of amounts, where every cell would otherwise take the whole road
+_TRAILING_ZEROS = re.compile(rf"-?(0|[1-9][0-9]{{0,{_MAX_DIGITS}}})\.[0-9]{{0,{_MAX_DIGITS}}}\Z")
+
+
+def _zeros_dropped(text: str) -> str | None:
+    """'12.50' as '12.5', '-0.00' as '0'; None for any other text."""
+    if not _TRAILING_ZEROS.match(text):
+        return None
+    value = text.rstrip("0").rstrip(".")
+    return "0" if value == "-0" else value
+
+
 def _boolean(text: str) -> str:
     folded = text.casefold()
     if folded in _TRUE:
@@ -731,6 +746,8 @@ _TRIMMED = re.compile("(?s)" + _TRIMMED_TEXT)
 _TRIMMED_UNMANGLED = re.compile(r"(?s)(?!\d(\.\d+)?[eE]\+\d+\Z)" + _TRIMMED_TEXT)
 _ALNUM_SAMPLE = 64  # first cells of a column: when most are letters and digits, str.isalnum is tried first
 _NUMBER_PLAIN = re.compile(r"(?!-0\Z)" + _PLAIN_DECIMAL.pattern)  # "-0" is written "0"
+# cells _convert_one changes in a known way, tried on the cells that are not plain before the whole road
+_NEARLY_PLAIN: dict[Converter, Callable[[str], str | None]] = {_number: _zeros_dropped}
 _PLAIN: dict[Converter, re.Pattern[str]] = {
     _text: _TRIMMED,
     _field_text: _TRIMMED_UNMANGLED,

@@ -39,6 +39,8 @@ _CELL = st.one_of(
     st.text(_TRICKY, max_size=8),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
     st.sampled_from(["-0", "0", "0.50", "1.23457E+17", "12,345.60", "007", " x ", "1e5", ""]),
+    st.from_regex(r"-?[0-9]{1,3}\.?[0-9]{0,3}", fullmatch=True),  # decimals, zeros at either end
+    st.from_regex(r"[1-9][0-9]{28,31}\.[0-9]{0,2}0|0\.[0-9]{28,31}0?", fullmatch=True),  # at the digit limits
 )
 
 
