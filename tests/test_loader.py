@@ -134,6 +134,19 @@ def test_load_sheet_csv_keeps_cells_as_written(tmp_path):
     assert _rows(load_sheet(path)) == [cells]
 
 
+@pytest.mark.parametrize("name", ["export.csv.gz", "export.zip.txt", "http:/export.csv", "~/export.csv"])
+def test_load_sheet_text_read_as_text_whatever_its_path_looks_like(tmp_path, monkeypatch, name):
+    """pandas guesses decompression from a name and fetches URLs: the loader lets it do neither."""
+    monkeypatch.chdir(tmp_path)
+    path = Path(name)  # relative, as typed at the terminal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("Name,Amount\nAnn,1.5\n", encoding="utf-8")
+
+    sheet = load_sheet(path)
+
+    assert (sheet.headers, _rows(sheet)) == (["Name", "Amount"], [["Ann", "1.5"]])
+
+
 @pytest.mark.parametrize(
     ("text", "headers", "rows"),
     [
