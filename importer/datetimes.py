@@ -47,7 +47,10 @@ def wire_values(texts: list[str], fmt: str | None, zone: str | None, *, date_onl
             local = moments.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
             moments = local.dt.tz_convert("UTC").dt.tz_localize(None)
         wire = moments.dt.strftime(WIRE_FORMAT)
-    return [value if isinstance(value, str) else None for value in wire.tolist()]
+    values: list[str | None] = wire.tolist()
+    for index in np.flatnonzero(moments.isna().to_numpy()).tolist():  # strftime writes NaT as NaN
+        values[index] = None
+    return values
 
 
 def _formats(fmt: str | None) -> list[str]:
