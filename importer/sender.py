@@ -187,7 +187,11 @@ class Sender:
                 except Exception as exc:  # a bug must not lose rows: what may have been sent is unknown
                     log.exception("unexpected error while sending")
                     message = f"internal error while sending ({type(exc).__name__}); {UNKNOWN_ADVICE}"
-                    self._record([(row, RowResult(Outcome.UNKNOWN, message)) for row in batch.rows])
+                    try:  # the report holds them as unknown even when the ledger cannot say so
+                        self._record([(row, RowResult(Outcome.UNKNOWN, message)) for row in batch.rows])
+                    except LedgerError as trouble:
+                        with self._lock:
+                            self._report.ledger_problem = self._report.ledger_problem or str(trouble)
                     self._stop_run(f"internal error ({type(exc).__name__}: {exc})")
                     break
                 self._on_batch_done(batch)

@@ -234,6 +234,7 @@ class AccountLimiter(RateLimiter):
         self._db = self._connect(":memory:")
         self._neighbours: dict[Path, sqlite3.Connection] = {}
         self.path: Path | None = None
+        self._fell_back = False  # the shared file failed mid-run: this run counts in memory
         if daily_limit is not None:
             self._put("daily_limit", daily_limit)
 
@@ -303,8 +304,11 @@ class AccountLimiter(RateLimiter):
 
     def _fall_back(self, exc: sqlite3.Error) -> bool:
         with self._lock:
+            if self._fell_back:  # another sender thread met the same failure first: go on in memory
+                return True
             if self.path is None:
                 return False
+            self._fell_back = True
             log.warning(
                 "%s: the rate limit shared by this account's runs cannot be used (%s); this run keeps "
                 "its own count of %s, so runs beside it may be throttled",

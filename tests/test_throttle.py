@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,26 @@ def test_a_shared_state_file_that_fails_mid_run_leaves_the_run_limited_in_memory
     limiter.pause(1.0)  # and a throttle, an answer and the close still work
     limiter.answered()
     limiter.close()
+
+
+def test_a_second_thread_failing_on_the_same_file_goes_on_in_memory_too(tmp_path):
+    """Two sender threads meet the full disk at once: the first falls back to memory, and the
+    second, whose statement failed on the file before that, must not see its error raised."""
+    clock = FakeClock()
+    limiter, _told = account_limiter(tmp_path / "a.sqlite", clock, RateLimit(5, 1.0))
+    limiter._db.execute("PRAGMA query_only = 1")
+    starts(limiter, clock, 1)  # the first thread: falls back
+    assert limiter.path is None
+    tries = []
+
+    def on_the_old_file() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return "counted in memory"
+
+    assert limiter._shared(on_the_old_file) == "counted in memory"
+    assert len(starts(limiter, clock, 3)) == 3
 
 
 def test_a_state_file_that_cannot_be_opened_leaves_the_limiter_in_memory(caplog):
