@@ -613,7 +613,7 @@ class SqliteLedger:
                 np.asarray([owner for _keys, owner in loose], dtype=np.int64),
                 [len(keys) // _PACKED_SIZE for keys, _owner in loose],
             )
-            position = _positions(held, wanted)
+            position = key_positions(held, wanted)
             fill = (position >= 0) & (where < 0)
             where[fill] = owner_of_held[position[fill]]
         return where, list(places)
@@ -962,7 +962,7 @@ def _create(path: Path, account: str) -> bool:
             leftover.unlink(missing_ok=True)
 
 
-def _positions(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def key_positions(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """For each of `wanted` (packed keys), a position in `held` holding the same key, or -1.
 
     The smaller side is sorted by 8 bytes of each key (digest and occurrence mixed) and the other
@@ -1038,7 +1038,7 @@ def _prefix_hits(prefix: np.ndarray, wanted_prefix: np.ndarray) -> tuple[np.ndar
 def _positions_sorted(
     held: np.ndarray, prefix: np.ndarray, wanted: np.ndarray, wanted_prefix: np.ndarray
 ) -> np.ndarray:
-    """`_positions` in keys already sorted by `prefix` (theirs): one search per wanted key."""
+    """`key_positions` in keys already sorted by `prefix` (theirs): one search per wanted key."""
     found = np.full(len(wanted), -1, dtype=np.int64)
     if not len(prefix):
         return found

@@ -208,13 +208,13 @@ def _failed_rows(
 
 def _original_values(sheet: Sheet, source_rows: list[int], columns: list[int]) -> list[list[object]]:
     """The input cells of each source row; blank when the sheet does not hold the row."""
-    found = _positions(sheet.source_rows, source_rows)
+    found = _sheet_positions(sheet.source_rows, source_rows)
     block = sheet.frame.iloc[[i for i in found if i is not None], columns]
     present = iter(block.to_numpy(dtype=object).tolist())
     return [next(present) if i is not None else [""] * len(columns) for i in found]
 
 
-def _positions(sheet_rows: list[int], wanted: list[int]) -> list[int | None]:
+def _sheet_positions(sheet_rows: list[int], wanted: list[int]) -> list[int | None]:
     """Where each wanted row is in the sheet's rows, which the loader numbers in order: a binary
     search each, not a dictionary of a million rows for a thousand failed ones."""
     found: list[int | None] = []

@@ -32,8 +32,8 @@ from importer.ledger import (
     Record,
     RowKey,
     RowState,
-    _positions,
     assign_keys,
+    key_positions,
     packed_keys,
     unpack_all,
 )
@@ -123,7 +123,7 @@ def claim_file(
     source_rows = [row.source_row for row in rest]
     lazy = LazyKeys(source_rows, rest_packed)
     unsettled = ledger.unsettled_keys()  # usually none: the rest are new to the ledger
-    held = _positions(unsettled, rest_packed) >= 0 if len(unsettled) else np.zeros(len(rest), dtype=bool)
+    held = key_positions(unsettled, rest_packed) >= 0
     fresh_at = np.flatnonzero(~held)
     fresh = rest if len(fresh_at) == len(rest) else [rest[i] for i in fresh_at.tolist()]
     ledger.defer(rest_packed[fresh_at], fresh, origins)

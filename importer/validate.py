@@ -345,8 +345,8 @@ def _convert_distinct(
         others: Iterable[int] = np.flatnonzero(~plain).tolist()
         nearly = _NEARLY_PLAIN.get(convert)
         for index in others:
-            raw = cells[index]
-            results[index] = (None if nearly is None else nearly(raw)) or attempt(raw)
+            value = None if nearly is None else nearly(cells[index])
+            results[index] = attempt(cells[index]) if value is None else value
     elif bulk is not None and len(cells) >= _BULK_FROM:
         results = [
             attempt(raw) if value is None else value for raw, value in zip(cells, bulk(cells), strict=True)
@@ -369,8 +369,7 @@ def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
     if check is None:
         return None
     try:
-        sample = cells[:_ALNUM_SAMPLE]
-        if check is _NUMBER_PLAIN or sum(map(str.isalnum, sample)) < 0.75 * len(sample):
+        if check is _NUMBER_PLAIN or not _mostly_alnum(cells[:_ALNUM_SAMPLE]):
             return np.fromiter(map(bool, map(check.match, cells)), dtype=bool, count=len(cells))
         # letters and digits alone are trimmed text, and no number Excel mangled (that needs a '+'):
         # str.isalnum, a C call a cell, settles a column of IDs or codes at a quarter of the
@@ -383,6 +382,10 @@ def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
     except TypeError:  # a cell that is not text: each goes the usual way
         return None
     return plain
+
+
+def _mostly_alnum(sample: list[str]) -> bool:
+    return sum(map(str.isalnum, sample)) >= 0.75 * len(sample)
 
 
 class _Failure:

@@ -16,11 +16,11 @@ from importer.ledger import (
     LazyKeys,
     RowKey,
     _by_prefix,
-    _positions,
     _positions_sorted,
     _prefix,
     assign_keys,
     canonical_bytes,
+    key_positions,
     pack,
     packed_keys,
     unpack,
@@ -124,7 +124,7 @@ _PACKED_KEY = st.builds(
 def test_positions_find_exactly_the_keys_held(held, wanted, random):
     wanted = wanted + random.sample(held, min(len(held), 5))  # some surely held
     held_array, wanted_array = np.array(held, dtype=PACKED), np.array(wanted, dtype=PACKED)
-    found = _positions(held_array, wanted_array)
+    found = key_positions(held_array, wanted_array)
     for key, position in zip(wanted, found.tolist(), strict=True):
         if key in held:
             assert position >= 0

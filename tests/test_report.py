@@ -702,9 +702,9 @@ def test_offline_validate_workbook_names_fields_by_their_column(tmp_path, env):
 
 
 def test_failed_rows_are_found_in_the_sheet_by_their_row_number():
-    from importer.report import _positions
+    from importer.report import _sheet_positions
 
     rows = [2, 3, 5, 8, 13, 21]  # blank rows dropped: gaps
-    assert _positions(rows, [13, 2, 4, 21, 22, 1]) == [4, 0, None, 5, None, None]
+    assert _sheet_positions(rows, [13, 2, 4, 21, 22, 1]) == [4, 0, None, 5, None, None]
     shuffled = [8, 2, 21, 5]  # a sheet not in order still finds its rows
-    assert _positions(shuffled, [5, 21, 3]) == [3, 2, None]
+    assert _sheet_positions(shuffled, [5, 21, 3]) == [3, 2, None]
