@@ -458,6 +458,15 @@ TRICKY = [
 ]
 
 
+@pytest.mark.parametrize("value", [" ", "   ", "\t", " \t ", "\n", " padded "])
+def test_write_error_workbook_whitespace_is_stored_as_itself(tmp_path, value):
+    """Kept as spaces (xml:space="preserve"), not escaped as _x0020_: openpyxl and LibreOffice
+    show an escape as its letters, where Excel and python-calamine decode it."""
+    path = single_value_workbook(tmp_path, [value])
+    assert openpyxl.load_workbook(path)["Errors"]["D2"].value == value
+    assert calamine_rows(path)[1][3] == value
+
+
 @pytest.mark.parametrize("value", FORMULA_LIKE + TRICKY)
 def test_write_error_workbook_text_reads_back_exactly_and_never_as_formula(tmp_path, value):
     """Exact in python-calamine (what the loader and Excel decode); text, never a formula, in openpyxl."""
