@@ -39,6 +39,7 @@ _CELL = st.one_of(
     st.text(_TRICKY, max_size=8),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
     st.sampled_from(["-0", "0", "0.50", "1.23457E+17", "12,345.60", "007", " x ", "1e5", ""]),
+    st.sampled_from(["1.2.3", "1..2", "-", "-.5", ".5", "5.", "-5.", "0.", "00", "-00", "0\x00", "١٢"]),
     st.from_regex(r"-?[0-9]{1,3}\.?[0-9]{0,3}", fullmatch=True),  # decimals, zeros at either end
     st.from_regex(r"[1-9][0-9]{28,31}\.[0-9]{0,2}0|0\.[0-9]{28,31}0?", fullmatch=True),  # at the digit limits
 )
@@ -77,3 +78,12 @@ def test_a_column_of_plain_numbers_keeps_them_and_still_fails_the_rest():
     assert values[:300] == cells[:300]
     assert values[300:303] == ["0", "1000", "7"]
     assert failures == {303: "not a number: 'x'"}
+
+
+def test_numbers_already_canonical_are_plain_and_no_others():
+    """What the characters' arithmetic keeps, the few it must not, and cells past its width."""
+    plain = ["0", "7", "-7", "10", "0.5", "-0.5", "1500.25", "12345678901234567890123", "9" * 24, "1" * 31]
+    other = ["-0", "05", "1.50", "1.", ".5", "-", "1.2.3", "+1", "1e5", " 1", "", "1" * 32, "1" * 25 + ".0"]
+    cells = (plain + other) * 20  # as many cells as a column past _BULK_FROM
+
+    assert validate._plain_numbers(cells).tolist() == ([True] * len(plain) + [False] * len(other)) * 20
