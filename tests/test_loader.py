@@ -422,3 +422,33 @@ def test_load_sheet_reads_back_what_the_csv_module_wrote(table):
     assert sheet.headers == headers
     assert _rows(sheet) == [row for _, row in expected]
     assert sheet.source_rows == [number for number, _ in expected]
+
+
+_CELL_VALUES = st.one_of(
+    st.text(max_size=5),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 12.0, 1e15, 999999999999999.0, 1e-5, 0.1 + 0.2, 1.23457e17]),
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.datetimes(min_value=datetime(1899, 12, 30), max_value=datetime(9999, 12, 30)),
+    st.datetimes(min_value=datetime(1950, 1, 1), max_value=datetime(1990, 1, 1)).map(
+        lambda moment: moment.replace(microsecond=499_999 + moment.microsecond % 3)  # about the rounding
+    ),
+    st.dates(min_value=date(1900, 1, 1)).map(lambda day: datetime(day.year, day.month, day.day)),
+    st.dates(min_value=date(1900, 1, 1)),
+    st.times(),
+    st.timedeltas(min_value=timedelta(days=-3), max_value=timedelta(days=3)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_CELL_VALUES, min_size=1, max_size=4), min_size=1, max_size=12))
+def test_cell_texts_a_column_at_a_time_are_each_cells_own_text(grid):
+    """The column-wise road writes every value (and ragged rows, padded) as `_cell_text` does."""
+    from importer.loader import _cell_text, _cell_texts
+
+    width = max(map(len, grid))
+    expected = [
+        [v if type(v) is str else _cell_text(v) for v in row] + [""] * (width - len(row)) for row in grid
+    ]
+    assert _cell_texts(grid) == expected
