@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -409,12 +410,16 @@ def test_write_error_workbook_prints_landscape_fitted_to_the_width(tmp_path):
 
 def test_write_error_workbook_comments_are_anchored_beside_their_cells(tmp_path):
     """LibreOffice places a comment by its Anchor: without one every box stacks at the top left."""
-    errors = [RowError(2, Stage.VALIDATION, "bad", "Amount"), RowError(5, Stage.VALIDATION, "bad", "Note")]
+    long = "a message long enough to take three lines of its box " * 2
+    errors = [RowError(2, Stage.VALIDATION, "bad", "Amount"), RowError(5, Stage.VALIDATION, long, "Note")]
     with zipfile.ZipFile(write(tmp_path, errors)) as package:
         (vml,) = [name for name in package.namelist() if name.endswith(".vml")]
-        shapes = ET.fromstring(package.read(vml)).iter("{urn:schemas-microsoft-com:vml}shape")
+        shapes = list(ET.fromstring(package.read(vml)).iter("{urn:schemas-microsoft-com:vml}shape"))
         excel = "{urn:schemas-microsoft-com:office:excel}"
         anchors = []
+        heights = [int(re.search(r"height:(\d+)px", shape.get("style")).group(1)) for shape in shapes]
+        assert len({shape.get("id") for shape in shapes}) == 2  # each box its own id, as Excel wants
+        assert heights[1] > heights[0]  # room for every line
         for shape in shapes:
             data = shape.find(f"{excel}ClientData")
             row, column = int(data.find(f"{excel}Row").text), int(data.find(f"{excel}Column").text)
