@@ -526,9 +526,9 @@ def _width(characters: int) -> float:
 
 
 # How the workbook is stored. openpyxl lays each sheet out (column widths, print setup, the frozen
-# header and its filter, the comments, the styles) and the rows' cells are written here, as the XML
-# openpyxl itself writes for them: its own cell writing took 0.9 s for 1,000 failed rows of eleven
-# columns (80 µs a cell), where these lines take 0.03 s.
+# header and its filter, the styles, the parts a comment needs) and the rows' cells and the comments
+# are written here, as the XML openpyxl itself writes for them: openpyxl took 80 µs a cell and 140 µs
+# a comment, and the bench's workbook of 1,008 failed rows went from 0.9 s to 0.22 s.
 
 _BOLD = Font(bold=True)
 _WRAPPED = Alignment(wrap_text=True, vertical="top")
@@ -573,8 +573,8 @@ def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
         if part.frozen:
             worksheet.freeze_panes = "A2"
             worksheet.auto_filter.ref = part.ref
-        # openpyxl writes one comment (on a cell of its own, which the rows replace) and so the
-        # parts comments need; `_comment_parts` writes them all: openpyxl took 0.14 s a thousand
+        # openpyxl writes one comment (on a cell of its own, which the rows replace), and so the
+        # parts comments need; `_comment_list` and `_vml_shapes` write them all
         for row, column, text in part.comments[:1]:
             worksheet.cell(row, column).comment = Comment(
                 _ooxml_text(text), COMMENT_AUTHOR, width=COMMENT_WIDTH, height=_comment_height(text)
@@ -698,7 +698,7 @@ def _rows_xml(part: _SheetPart, styles: _Styles) -> Iterator[str]:
 def _text_xml(text: str) -> str:
     """A <t> element holding the text exactly: escaped for XML and for OOXML, its spaces kept."""
     escaped = _ooxml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    if escaped[0].isspace() or escaped[-1].isspace():
+    if escaped and (escaped[0].isspace() or escaped[-1].isspace()):
         return f'<t xml:space="preserve">{escaped}</t>'
     return f"<t>{escaped}</t>"
 

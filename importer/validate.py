@@ -373,9 +373,10 @@ def _convert_distinct(
 
 
 def _plain_cells(cells: list[str], convert: Converter) -> np.ndarray | None:
-    """Which cells `_convert_one` would give back unchanged, found by one regular expression per
-    cell run from C (no Python call a cell): text already trimmed that is not an Excel-mangled
-    number, or a number already written canonically. None for converters that change values."""
+    """Which cells `_convert_one` would give back unchanged, found without a Python call a cell:
+    text already trimmed that is not an Excel-mangled number (one regular expression a cell, run
+    from C), or a number already written canonically (numpy on its characters). None for
+    converters that change values."""
     check = _PLAIN.get(convert)
     if check is None:
         return None
