@@ -551,7 +551,7 @@ def _column_texts(column: tuple[Any, ...]) -> Sequence[str]:
         at = types == kind
         values = texts[at].tolist()
         write = _COLUMN_TEXTS.get(kind)
-        texts[at] = write(values) if write else list(map(_CELL_TEXT.get(kind, str), values))
+        texts[at] = write(values) if write else list(map(_cell_text, values))
     return texts.tolist()  # type: ignore[no-any-return]
 
 

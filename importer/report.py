@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
+from xml.sax.saxutils import escape
 
 import pandas as pd
 from openpyxl import Workbook
@@ -564,7 +565,7 @@ class _SheetPart:
 def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
     book = Workbook()
     book.remove(book.active)  # type: ignore[arg-type]
-    parts: dict[str, tuple[_SheetPart, _Styles]] = {}  # by the name openpyxl stores the sheet under
+    parts: dict[str, _SheetPart] = {}  # by the name openpyxl stores the sheet under
     for number, part in enumerate(sheets, start=1):
         worksheet = book.create_sheet(part.name)
         for column, width in enumerate(part.widths, start=1):
@@ -579,14 +580,15 @@ def _write_workbook(file: BinaryIO, sheets: list[_SheetPart]) -> None:
             worksheet.cell(row, column).comment = Comment(
                 _ooxml_text(text), COMMENT_AUTHOR, width=COMMENT_WIDTH, height=_comment_height(text)
             )
-        parts[f"xl/worksheets/sheet{number}.xml"] = (part, _Styles(worksheet))
+        parts[f"xl/worksheets/sheet{number}.xml"] = part
+    styles = _Styles(book.worksheets[0])  # the workbook's: every sheet's cells use them
     with tempfile.TemporaryFile() as staged:
         book.save(staged)
         staged.seek(0)
-        _finish_parts(staged, file, parts)
+        _finish_parts(staged, file, parts, styles)
 
 
-def _finish_parts(source: BinaryIO, target: BinaryIO, parts: dict[str, tuple[_SheetPart, _Styles]]) -> None:
+def _finish_parts(source: BinaryIO, target: BinaryIO, parts: dict[str, _SheetPart], styles: _Styles) -> None:
     """Copy the saved workbook with each sheet's rows and comments written in."""
     with zipfile.ZipFile(source) as staged, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
         comments = _comments_by_part(staged, parts)
@@ -595,7 +597,7 @@ def _finish_parts(source: BinaryIO, target: BinaryIO, parts: dict[str, tuple[_Sh
                 write = _vml_shapes if info.filename.endswith(".vml") else _comment_list
                 out.writestr(info, write(staged.read(info), comments[info.filename]))
             elif info.filename in parts:
-                _write_sheet(out, info, staged.read(info), *parts.pop(info.filename))
+                _write_sheet(out, info, staged.read(info), parts.pop(info.filename), styles)
             else:
                 with staged.open(info) as part, out.open(info, "w") as copy:
                     shutil.copyfileobj(part, copy, 1 << 20)
@@ -624,13 +626,13 @@ def _write_sheet(
 
 
 def _comments_by_part(
-    staged: zipfile.ZipFile, parts: dict[str, tuple[_SheetPart, _Styles]]
+    staged: zipfile.ZipFile, parts: dict[str, _SheetPart]
 ) -> dict[str, list[tuple[int, int, str]]]:
     """The comments of each comments part and VML drawing openpyxl stored, found from the sheets'
     relationships."""
     found = {}
     names = set(staged.namelist())
-    for name, (part, _styles) in parts.items():
+    for name, part in parts.items():
         folder, _, file = name.rpartition("/")
         rels = f"{folder}/_rels/{file}.rels"
         if not part.comments or rels not in names:
@@ -697,7 +699,7 @@ def _rows_xml(part: _SheetPart, styles: _Styles) -> Iterator[str]:
 
 def _text_xml(text: str) -> str:
     """A <t> element holding the text exactly: escaped for XML and for OOXML, its spaces kept."""
-    escaped = _ooxml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = escape(_ooxml_text(text))
     if escaped and (escaped[0].isspace() or escaped[-1].isspace()):
         return f'<t xml:space="preserve">{escaped}</t>'
     return f"<t>{escaped}</t>"

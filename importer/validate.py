@@ -433,12 +433,13 @@ def _canonical(cells: list[str], lengths: np.ndarray) -> np.ndarray:
     first = chars[rows, signed]
     second = chars[rows, np.minimum(signed + 1, width - 1)]
     last = chars[rows, np.clip(lengths - 1, 0, width - 1)]
+    dots = dot.sum(axis=1)
     return (  # type: ignore[no-any-return]
         (~body | digit | dot).all(axis=1)
-        & (dot.sum(axis=1) <= 1)
+        & (dots <= 1)
         & (first >= ord("0"))  # a digit first, not '.5' or '-' alone (the body holds digits and dots)
         & ((first != ord("0")) | (lengths == signed + 1) | (second == ord(".")))  # 0, 0.5; not 05
-        & ~(dot.any(axis=1) & ((last == ord("0")) | (last == ord("."))))  # 1.5; not 1.50 or 1.
+        & ~((dots > 0) & ((last == ord("0")) | (last == ord("."))))  # 1.5; not 1.50 or 1.
         & ~((signed == 1) & (lengths == 2) & (first == ord("0")))  # '-0' is written '0'
     )
 
