@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from importer.errors import UsageError
 from importer.throttle import (
+    START_SPACING,
     AccountLimiter,
     DailyCapReached,
     RateLimit,
@@ -47,15 +51,48 @@ def test_limiter_never_lets_more_than_n_calls_start_in_any_window():
     times = starts(limiter, clock, 200)
     for i in range(len(times) - 25):
         assert times[i + 25] - times[i] >= 5.1 - 1e-9
-    # ...and it is not slower than it must be: 200 calls need 7 full windows after the first burst.
-    assert times[-1] - times[0] == pytest.approx(7 * 5.1)
+    assert min(b - a for a, b in itertools.pairwise(times)) >= START_SPACING - 1e-9
+    # ...and it is not slower than it must be: 200 calls need 7 full windows after the first
+    # burst, whose 25 starts (and so every later window's) are START_SPACING apart.
+    assert times[-1] - times[0] == pytest.approx(7 * 5.1 + 24 * START_SPACING)
 
 
-def test_limiter_first_burst_does_not_wait():
+def test_limiter_first_burst_waits_only_to_space_its_starts():
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(5, 1.0), clock=clock, sleep=clock.sleep)
     starts(limiter, clock, 5)
-    assert clock.slept == []
+    assert clock.slept == pytest.approx([START_SPACING] * 4)
+
+
+def test_one_thread_at_a_time_waits_for_the_window():
+    """Waiters queue behind one another instead of all waking at every slot to fight over it."""
+    sleeping, most = 0, 0
+    count = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        nonlocal sleeping, most
+        with count:
+            sleeping += 1
+            most = max(most, sleeping)
+        time.sleep(seconds)
+        with count:
+            sleeping -= 1
+
+    limiter = RateLimiter(RateLimit(2, 0.1), margin=0.0, sleep=sleep)
+    limiter.acquire()
+    limiter.acquire()  # the window is full: every thread below has to wait
+    began = threading.Barrier(6)
+
+    def call() -> None:
+        began.wait()
+        limiter.acquire()
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert most == 1
 
 
 def test_limiter_pause_holds_every_caller_for_a_window():
@@ -112,7 +149,8 @@ def test_account_limiters_on_one_file_share_the_window(tmp_path):
         times.append(clock.now)
     for i in range(len(times) - 5):
         assert times[i + 5] - times[i] >= 1.0 - 1e-9  # never more than 5 in a window, counted together
-    assert times[-1] - times[0] == pytest.approx(7.0)  # ...and not slower than the limit
+    assert min(b - a for a, b in itertools.pairwise(times)) >= START_SPACING - 1e-9  # spaced together too
+    assert times[-1] - times[0] == pytest.approx(7.0 + 4 * START_SPACING)  # ...and not slower
 
 
 def test_account_limiter_counts_calls_made_before_it_knew_the_account(tmp_path):
@@ -287,11 +325,13 @@ def test_seconds_for_counts_whole_windows_from_the_starts_in_the_window():
     clock = FakeClock()
     limiter = RateLimiter(RateLimit(25, 5.0), margin=0.0, clock=clock, sleep=clock.sleep)
     assert limiter.seconds_for(4) == 0.0  # an empty window: they leave at once
-    starts(limiter, clock, 22)  # 22 calls just went, at t = 100
+    went = starts(limiter, clock, 22)  # 22 calls just went, from t = 100
     clock.now += 3.0
     assert limiter.seconds_for(3) == 0.0  # 3 slots are still free
-    assert limiter.seconds_for(15) == pytest.approx(2.0)  # the rest wait for the window to turn, at 105
-    assert limiter.seconds_for(3 + 25 + 1) == pytest.approx(7.0)  # and one more window after that
+    # the rest wait for the window to turn: the 12th of them takes the slot of the 12th start, at 105
+    assert limiter.seconds_for(15) == pytest.approx(went[11] + 5.0 - clock.now)
+    assert limiter.seconds_for(15) == pytest.approx(2.0, abs=25 * START_SPACING)
+    assert limiter.seconds_for(3 + 25 + 1) == pytest.approx(went[0] + 10.0 - clock.now)  # a window more
     limiter.lower_to(RateLimit(2, 1.0))  # LeadSquared named a lower limit: the clock follows it
     assert limiter.seconds_for(5) == pytest.approx(2.0)
 
@@ -301,5 +341,6 @@ def test_account_limiter_seconds_for_reads_the_shared_window(tmp_path):
     path = tmp_path / "a.sqlite"
     first, _ = account_limiter(path, clock, RateLimit(5, 1.0))
     second, _ = account_limiter(path, clock, RateLimit(5, 1.0))
-    starts(first, clock, 5)  # another run on the account took the whole window
-    assert second.seconds_for(1) == pytest.approx(1.0)
+    went = starts(first, clock, 5)  # another run on the account took the whole window
+    assert second.seconds_for(1) == pytest.approx(went[0] + 1.0 - clock.now)
+    assert second.seconds_for(1) == pytest.approx(1.0 - 4 * START_SPACING)
