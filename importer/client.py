@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import re
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import SplitResult, urlsplit
@@ -16,6 +18,8 @@ from urllib.parse import SplitResult, urlsplit
 import requests
 import requests.adapters
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 
 from importer._version import __version__
 from importer.endpoints import (
@@ -134,6 +138,47 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
+_connecting = threading.local()  # what to tell when the request this thread is making connects
+
+
+def _connected() -> None:
+    tell = getattr(_connecting, "tell", None)
+    if tell is not None:
+        tell()
+
+
+class _TimedHTTPConnection(urllib3.connection.HTTPConnection):
+    """A connection that says when it has connected, before its first request leaves."""
+
+    def connect(self) -> None:
+        super().connect()
+        _connected()
+
+
+class _TimedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    """The same, once the TLS handshake is done."""
+
+    def connect(self) -> None:
+        super().connect()
+        _connected()
+
+
+class _TimedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _TimedHTTPConnection
+
+
+class _TimedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _TimedHTTPSConnection
+
+
+class _TimedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose new connections call the client's `on_connect` (see LsqClient)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TimedHTTPPool, "https": _TimedHTTPSPool}
+
+
 class ReadOptions(TypedDict):
     """How a read-only call is paced and repeated."""
 
@@ -156,15 +201,19 @@ class LsqClient:
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
         pool_size: int = 10,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
+        """`on_connect` is called in the thread of a request that had to open a new connection,
+        once it is open and before the request leaves (the limiter's `leaving_now`)."""
         self.base_url = base_url(host)
         self._credentials = credentials
         if session is None:  # one kept-alive connection per worker: a new one is a handshake late
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(10, pool_size))
+            adapter = _TimedAdapter(pool_connections=1, pool_maxsize=max(10, pool_size))
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self._session = session
+        self._on_connect = on_connect
         self._session.headers.update({"User-Agent": f"lsq-import/{__version__}"})
         self._timeout = timeout
         self._verify: str | bool = ca_bundle or True
@@ -172,18 +221,31 @@ class LsqClient:
     def close(self) -> None:
         self._session.close()
 
+    @contextlib.contextmanager
+    def _telling_connects(self, paced: bool = True) -> Iterator[None]:
+        """While this thread makes a paced request, a new connection it opens is told (on_connect)."""
+        if self._on_connect is None or not paced:
+            yield
+            return
+        _connecting.tell = self._on_connect
+        try:
+            yield
+        finally:
+            _connecting.tell = None
+
     def post_activities(self, opportunity_id: str, activities: list[ActivityBody]) -> Reply:
         """Post one batch; transport failures become RETRY (never sent) or UNKNOWN rows."""
         count = len(activities)
         try:
-            response = self._session.post(
-                self.base_url + BULK_ADD_PATH,
-                params={"opportunityId": opportunity_id},
-                data=json.dumps(activities, ensure_ascii=False).encode("utf-8"),
-                headers={**self._credentials.headers(), "Content-Type": "application/json"},
-                timeout=self._timeout,
-                verify=self._verify,
-            )
+            with self._telling_connects():
+                response = self._session.post(
+                    self.base_url + BULK_ADD_PATH,
+                    params={"opportunityId": opportunity_id},
+                    data=json.dumps(activities, ensure_ascii=False).encode("utf-8"),
+                    headers={**self._credentials.headers(), "Content-Type": "application/json"},
+                    timeout=self._timeout,
+                    verify=self._verify,
+                )
         except requests.exceptions.SSLError:
             raise ApiUnusableError(self._tls_message()) from None
         except requests.exceptions.ConnectTimeout:
@@ -282,15 +344,16 @@ class LsqClient:
                 limiter.acquire()
             paced = False
             try:
-                response = self._session.request(
-                    method,
-                    self.base_url + path,
-                    params=params,
-                    data=None if body is None else json.dumps(body).encode("utf-8"),
-                    headers={**self._credentials.headers(), "Content-Type": "application/json"},
-                    timeout=wait,
-                    verify=self._verify,
-                )
+                with self._telling_connects(paced=limiter is not None):
+                    response = self._session.request(
+                        method,
+                        self.base_url + path,
+                        params=params,
+                        data=None if body is None else json.dumps(body).encode("utf-8"),
+                        headers={**self._credentials.headers(), "Content-Type": "application/json"},
+                        timeout=wait,
+                        verify=self._verify,
+                    )
             except requests.exceptions.SSLError:
                 raise ApiUnusableError(self._tls_message()) from None
             except requests.exceptions.RequestException as exc:

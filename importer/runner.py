@@ -288,13 +288,14 @@ def run_import(config: ImportConfig) -> ImportResult:
     events = _Events(config)
     token = config.cancel or CancelToken()
     prepared = prepare(config, events)
-    client = _client_of(config)  # raises before anything else when the host or the keys are missing
+    limiter = _account_limiter(config)
+    # raises before anything else when the host or the keys are missing
+    client = _client_of(config, on_connect=limiter.leaving_now)
     _prepare_outputs(config)
     if not config.use_journal:
         log.warning(
             "--no-journal: no ledger is kept, so nothing is skipped and a rerun may post these rows again"
         )
-    limiter = _account_limiter(config)
     lookup = Lookup(client, limiter, config.settle_s)
     ledger: SqliteLedger | None = None
     stopper = _Stopper(token)
@@ -542,7 +543,7 @@ class _Stopper:
         self.sender = None
 
 
-def _client_of(config: ImportConfig) -> LsqClient:
+def _client_of(config: ImportConfig, *, on_connect: Callable[[], None] | None = None) -> LsqClient:
     if config.credentials is None:
         raise UsageError("credentials is not set: give the account's API keys (access key and secret key)")
     if not config.host:
@@ -554,6 +555,7 @@ def _client_of(config: ImportConfig) -> LsqClient:
         timeout=config.timeout,
         ca_bundle=config.ca_bundle,
         pool_size=config.concurrency,
+        on_connect=on_connect,
     )
 
 
@@ -742,9 +744,10 @@ def _lookup_calls(config: ImportConfig, prepared: Prepared) -> int:
 
 def check_online(config: ImportConfig, prepared: Prepared, events: _Events | None = None) -> Prepared:
     """`validate --online`: the checks of `preflight` with a client of its own; sends no activity."""
-    client = _client_of(config)
+    limiter = RateLimiter(config.rate_limit)
+    client = _client_of(config, on_connect=limiter.leaving_now)
     try:
-        return preflight(config, prepared, client, RateLimiter(config.rate_limit), events)
+        return preflight(config, prepared, client, limiter, events)
     finally:
         if config.session is None:
             client.close()

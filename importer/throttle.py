@@ -72,6 +72,7 @@ class RateLimiter:
         self._day_spent = False
         self._lock = threading.Lock()
         self._turn = threading.Lock()
+        self._mine = threading.local()  # the start this thread took last, until its call leaves
 
     def acquire(self) -> None:
         """Block until a call may start, and count it as started.
@@ -103,7 +104,19 @@ class RateLimiter:
             if self._starts and self._starts[-1] + START_SPACING > now:
                 return self._starts[-1] + START_SPACING - now
             self._starts.append(now)
+            self._mine.start = now
             return 0.0
+
+    def leaving_now(self) -> None:
+        """The call this thread took its last slot for leaves only now: it had to open a connection
+        first (a TLS handshake is one or two round trips). Count it from now, so the call N after it
+        keeps its distance from the arrival the server sees, not from the slot."""
+        with self._lock:
+            start, self._mine.start = getattr(self._mine, "start", None), None
+            if start is None or start not in self._starts:  # no slot, or it has left the window
+                return
+            self._starts.remove(start)
+            self._starts.append(max(self._clock(), self._starts[-1] if self._starts else start))
 
     def seconds_for(self, calls: int) -> float:
         """When the last of `calls` more calls may start, at the limit in force, from the starts
@@ -445,11 +458,28 @@ class AccountLimiter(RateLimiter):
             self._check_quota(now)
             wait = self._take_slot(self._db, now)
             if wait <= 0:
+                (row,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
+                self._mine.start = (self._db, row)
                 self._count_call(now)
                 extra = self._get("extra_margin")
                 if extra:  # the widened margin slowly narrows again, call by call
                     self._put("extra_margin", extra * _NARROWING if extra > 0.001 else None)
             return wait
+
+    def leaving_now(self) -> None:
+        """The call this thread took its last slot for leaves only now (see RateLimiter): its start
+        on the account moves to now, for every run sharing the account."""
+        self._shared(self._leaving_now)
+
+    def _leaving_now(self) -> None:
+        with self._lock:
+            mine, self._mine.start = getattr(self._mine, "start", None), None
+            if mine is None or mine[0] is not self._db:  # no slot, or taken before the file was attached
+                return
+            with _immediate(self._db):
+                self._db.execute(
+                    "UPDATE starts SET at = MAX(at, ?) WHERE rowid = ?", (self._clock(), mine[1])
+                )
 
     def _recent_starts(self, now: float) -> list[float]:
         with self._lock, contextlib.suppress(sqlite3.Error):  # advice for the clock: never worth failing

@@ -344,3 +344,46 @@ def test_account_limiter_seconds_for_reads_the_shared_window(tmp_path):
     went = starts(first, clock, 5)  # another run on the account took the whole window
     assert second.seconds_for(1) == pytest.approx(went[0] + 1.0 - clock.now)
     assert second.seconds_for(1) == pytest.approx(1.0 - 4 * START_SPACING)
+
+
+# --- a call that had to open its connection first leaves late: it is counted from when it leaves
+
+
+def test_a_call_leaving_late_is_counted_from_when_it_leaves():
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(2, 1.0), margin=0.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire()  # at 100: its connection takes 0.3 s to open
+    clock.now += 0.3
+    limiter.leaving_now()
+    limiter.acquire()  # at 100.3, on a kept-alive connection
+    limiter.acquire()  # the window is full: one second after the first call left, not its slot
+    assert clock.now == pytest.approx(101.3)
+    limiter.leaving_now()  # said twice, or for a call that never took a slot: nothing moves
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.3 + START_SPACING)
+
+
+def test_leaving_late_moves_only_the_calling_threads_start():
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimit(2, 1.0), margin=0.0, clock=clock, sleep=clock.sleep)
+    other = threading.Thread(target=limiter.acquire)
+    other.start()
+    other.join()  # another worker's call, at 100
+    clock.now += 0.5
+    limiter.leaving_now()  # this thread took no slot: the other's start stays
+    limiter.acquire()
+    limiter.acquire()
+    assert clock.now == pytest.approx(101.0)
+
+
+def test_account_limiters_count_a_late_call_from_when_it_left(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "a.sqlite"
+    first, _ = account_limiter(path, clock, RateLimit(2, 1.0))
+    second, _ = account_limiter(path, clock, RateLimit(2, 1.0))  # another run on the account
+    first.acquire()
+    clock.now += 0.3
+    first.leaving_now()
+    second.acquire()
+    second.acquire()
+    assert clock.now == pytest.approx(101.3)
