@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from importer import sheet_prefetch
 from importer._logjson import JsonFormatter, JsonLines
 from importer._version import __version__
 from importer.errors import ExitStatus, ImporterError, UsageError
@@ -526,6 +527,7 @@ def _cmd_run(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: Te
 
 
 def _run_inputs(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    sheet_prefetch.start(args.input, args.sheet)  # parsed on the other core while the rest imports
     from importer.events import CancelToken
     from importer.runs import run_pattern
 
@@ -582,6 +584,7 @@ def _settle_option(args: argparse.Namespace) -> dict[str, float]:
 
 
 def _cmd_validate(args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+    sheet_prefetch.start(args.input, args.sheet)  # parsed on the other core while the rest imports
     from importer.runs import validate_pattern
 
     extra: dict[str, Any] = {}

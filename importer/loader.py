@@ -35,12 +35,13 @@ import numpy as np
 import pandas as pd
 import python_calamine as calamine
 
+from importer import sheet_prefetch
 from importer.errors import InputFileError
 from importer.gcpause import gc_paused
 from importer.records import Sheet
 from importer.workbook_zip import check_unpacked_size, scan_sheet
 
-WORKBOOK_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
+WORKBOOK_SUFFIXES = sheet_prefetch.SUFFIXES
 TEXT_SUFFIXES = frozenset({".csv", ".txt", ".tsv"})
 DELIMITERS = (",", ";", "\t")
 
@@ -450,7 +451,9 @@ def _sheet_cells(
         with calamine.CalamineWorkbook.from_path(path) as book, ThreadPoolExecutor(1) as pool:
             name, notes = _pick_sheet(path, book, wanted)
             scanned = pool.submit(scan_sheet, path, name)
-            sheet = book.get_sheet_by_name(name)
+            sheet = sheet_prefetch.take(path, wanted, name)  # begun while the program started
+            if sheet is None:
+                sheet = book.get_sheet_by_name(name)
             cells = sheet.to_python(skip_empty_area=False)
             scan = scanned.result()
             return name, notes, cells, sheet.merged_cell_ranges or [], scan.unknown, scan.hidden
@@ -490,13 +493,7 @@ def _pick_sheet(path: Path, book: calamine.CalamineWorkbook, wanted: str | None)
     """The sheet asked for (exactly, else ignoring case), or the first visible worksheet."""
     names = book.sheet_names
     if wanted is None:
-        visible = [
-            sheet.name
-            for sheet in book.sheets_metadata
-            if sheet.visible == calamine.SheetVisibleEnum.Visible
-            and sheet.typ == calamine.SheetTypeEnum.WorkSheet
-        ]
-        name = (visible or names)[0]
+        name = sheet_prefetch.first_sheet(book)
         others = [other for other in names if other != name]
         notes = [f"read the sheet {name!r}; the workbook also has {_quoted(others)}"] if others else []
         return name, notes
