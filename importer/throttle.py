@@ -631,7 +631,7 @@ def _window(limit: RateLimit, margin: float | None) -> float:
     # Jitter between our slot and the server's arrival stamp. Measured on a 2-core machine over
     # loopback, with one thread at a time waiting for a slot and starts 2 ms apart (acquire): at
     # most 9 ms idle, 12 ms with both cores busy with other work, where the first requests of a run
-    # also open their connections. 15 ms plus 0.5% covers that and keeps 25/1 at 0.977 of the
+    # also open their connections. 15 ms plus 0.5% covers that and keeps 25/1 at 0.975-0.977 of the
     # ceiling (25/5 at 0.991); a throttle widens it for every run on the account (below).
     return limit.seconds + (margin if margin is not None else 0.005 * limit.seconds + 0.015)
 
