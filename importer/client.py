@@ -144,7 +144,10 @@ _connecting = threading.local()  # what to tell when the request this thread is 
 def _connected() -> None:
     tell = getattr(_connecting, "tell", None)
     if tell is not None:
-        tell()
+        try:
+            tell()
+        except Exception:  # the limiter is advice: never fail a request that has not left yet
+            log.warning("could not tell the rate limiter that a connection opened", exc_info=True)
 
 
 class _TimedHTTPConnection(urllib3.connection.HTTPConnection):

@@ -16,6 +16,8 @@ from typing import Any
 
 import python_calamine as calamine
 
+from importer.workbook_zip import check_unpacked_size
+
 SUFFIXES = frozenset({".xlsx", ".xlsm", ".xltx", ".xltm", ".xls", ".xlsb", ".ods"})
 
 _lock = threading.Lock()
@@ -23,14 +25,15 @@ _pending: dict[tuple[Path, str | None], _Parse] = {}
 
 
 class _Parse(threading.Thread):
-    def __init__(self, path: Path, wanted: str | None, stamp: tuple[int, int]) -> None:
+    def __init__(self, path: Path, wanted: str | None, stamp: tuple[int, int, int, int]) -> None:
         super().__init__(name="sheet-prefetch", daemon=True)
         self.path, self.wanted, self.stamp = path, wanted, stamp
         self.name_read: str | None = None
         self.sheet: Any = None
 
     def run(self) -> None:
-        with contextlib.suppress(Exception):  # whatever it is, the loader's own read tells it
+        # whatever it is (a pyo3 panic is a BaseException), the loader's own read tells it
+        with contextlib.suppress(BaseException):
             book = calamine.CalamineWorkbook.from_path(self.path)
             name = first_sheet(book) if self.wanted is None else self.wanted
             if name in book.sheet_names:
@@ -56,6 +59,10 @@ def start(path: Path, wanted: str | None) -> None:
     stamp = _stamp(path)
     if stamp is None:
         return
+    try:  # a workbook too big to read safely, or a zip bomb, is the loader's to refuse, unread
+        check_unpacked_size(path)
+    except Exception:
+        return
     parse = _Parse(path, wanted, stamp)
     with _lock:
         _pending[(path.resolve(), wanted)] = parse
@@ -74,9 +81,9 @@ def take(path: Path, wanted: str | None, name: str) -> Any:
     return parse.sheet
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
     try:
         stat = path.stat()
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns

@@ -503,7 +503,8 @@ class AccountLimiter(RateLimiter):
         if row is not None:  # the window is full: wait until its oldest start leaves it
             return max(float(row[0]) + self.window - now, 0.001)
         (latest,) = db.execute("SELECT MAX(at) FROM starts").fetchone()
-        if latest is not None and float(latest) + START_SPACING > now:
+        # a start stamped ahead of this clock (the wall clock stepped back) is no reason to wait
+        if latest is not None and float(latest) <= now < float(latest) + START_SPACING:
             return float(latest) + START_SPACING - now
         db.execute("INSERT INTO starts (at) VALUES (?)", (now,))
         db.execute("DELETE FROM starts WHERE at < ?", (now - 60,))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import urllib3.connection
 
-from importer.client import Credentials, LsqClient
+from importer.client import Credentials, LsqClient, ReplyKind
 from importer.runner import ImportConfig, run_import
 from importer.sandbox import DEFAULT_USERS, Account, Faults, Sandbox
 from importer.throttle import RateLimit, RateLimiter
@@ -93,3 +93,16 @@ def test_calls_on_new_connections_do_not_crowd_the_next_window(tmp_path: Path, s
     assert (result.rows_posted, result.throttled) == (14, 0)
     assert stats.throttled == 0
     assert stored == sorted(f"P{n}" for n in range(14))
+
+
+def test_a_limiter_failing_to_hear_of_a_connection_does_not_fail_the_request(sandbox, caplog):
+    def broken() -> None:
+        raise RuntimeError("the limiter's file is gone")
+
+    client = LsqClient(sandbox.url, Credentials(sandbox.access_key, sandbox.secret_key), on_connect=broken)
+    body = {"ActivityEvent": 201, "ActivityNote": "n", "ActivityDateTime": "2024-01-01 10:00:00"}
+    reply = client.post_activities(next(iter(Account().opportunities)), [body])
+    client.close()
+    assert reply.kind is ReplyKind.ROWS  # LeadSquared's answer, not a transport failure
+    assert sandbox.stats.bulk_calls == 1
+    assert "could not tell the rate limiter" in caplog.text

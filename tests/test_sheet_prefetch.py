@@ -99,3 +99,17 @@ def test_validate_of_a_workbook_through_the_cli_reads_its_rows(tmp_path):
     assert result.code == 1, result.err
     assert "1 valid" in result.output
     assert "1 invalid" in result.output
+
+
+def test_a_workbook_too_big_to_read_safely_is_left_unparsed_to_the_loaders_refusal(
+    tmp_path, parses, monkeypatch
+):
+    path = workbook(tmp_path / "visits.xlsx", [["Opportunity", "PAN"], ["o-1", "P1"]])
+    monkeypatch.setattr("importer.workbook_zip.MAX_UNPACKED_BYTES", 1_000)  # as if it unpacked to GBs
+    sheet_prefetch.start(path, None)
+    with pytest.raises(InputFileError, match="unpacks to"):
+        load_sheet(path)
+    for thread in threading.enumerate():
+        if thread.name == "sheet-prefetch":
+            thread.join()
+    assert parses == []  # nothing was unpacked in the background either

@@ -387,3 +387,12 @@ def test_account_limiters_count_a_late_call_from_when_it_left(tmp_path):
     second.acquire()
     second.acquire()
     assert clock.now == pytest.approx(101.3)
+
+
+def test_a_wall_clock_stepping_back_does_not_hold_the_account_back(tmp_path):
+    clock = FakeClock()
+    limiter, _ = account_limiter(tmp_path / "a.sqlite", clock, RateLimit(5, 1.0))
+    limiter.acquire()  # at 100
+    clock.now -= 10.0  # the wall clock is set back 10 s
+    limiter.acquire()
+    assert clock.now == pytest.approx(90.0)
