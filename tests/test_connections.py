@@ -15,14 +15,7 @@ from importer.runner import ImportConfig, run_import
 from importer.sandbox import DEFAULT_USERS, Account, Faults, Sandbox
 from importer.throttle import RateLimit, RateLimiter
 from tests.helpers import write_csv, write_yaml
-
-MAPPING = """
-activity_event: {value: 201}
-opportunity_id: {column: Opportunity}
-owner_email: {column: Owner}
-fields:
-  mx_Custom_1: {column: PAN, required: true}
-"""
+from tests.test_runs import MAPPING
 
 
 def test_the_client_tells_each_new_connection_before_its_request_leaves(sandbox):

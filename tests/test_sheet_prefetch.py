@@ -28,6 +28,13 @@ def workbook(path: Path, rows: list[list[object]], *, sheets: tuple[str, ...] = 
     return path
 
 
+def parsed() -> None:
+    """Wait for every parse begun in the background to end."""
+    for thread in threading.enumerate():
+        if thread.name == "sheet-prefetch":
+            thread.join()
+
+
 @pytest.fixture
 def parses(monkeypatch) -> list[str]:
     """The name of every sheet python-calamine parses, by anyone."""
@@ -58,9 +65,7 @@ def test_the_loader_takes_the_sheet_begun_at_start_instead_of_parsing_it_again(t
 def test_a_file_changed_after_the_start_is_read_again(tmp_path, parses):
     path = workbook(tmp_path / "visits.xlsx", [["Opportunity", "PAN"], ["o-1", "P1"]])
     sheet_prefetch.start(path, None)
-    for thread in threading.enumerate():  # the old file is parsed before it is written again
-        if thread.name == "sheet-prefetch":
-            thread.join()
+    parsed()  # the old file is parsed before it is written again
     workbook(path, [["Opportunity", "PAN"], ["o-1", "P1"], ["o-2", "P2 changed"]])
     os.utime(path, ns=(1, 1))  # whatever the clock's resolution, the file is not the one parsed
     sheet = load_sheet(path)
@@ -109,7 +114,5 @@ def test_a_workbook_too_big_to_read_safely_is_left_unparsed_to_the_loaders_refus
     sheet_prefetch.start(path, None)
     with pytest.raises(InputFileError, match="unpacks to"):
         load_sheet(path)
-    for thread in threading.enumerate():
-        if thread.name == "sheet-prefetch":
-            thread.join()
+    parsed()
     assert parses == []  # nothing was unpacked in the background either
